@@ -1,0 +1,3 @@
+from halab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""`halab`: the three-node lab. This file only parses and dispatches."""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import sys
+import time
+
+from halab import lab, topology
+from halab.errors import HalabError
+
+
+def _lock():
+    d = topology.state_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    fh = open(d / "lock", "w")  # noqa: SIM115 - held for the life of the command
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    return fh
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="halab", description="The openstack-ha-lab node lab.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    sub.add_parser("up", help="build the image if needed and boot every node (idempotent)")
+    sub.add_parser("down", help="remove the lab: nodes, disks, mounts, namespace, links")
+    st = sub.add_parser("status", help="nodes, addresses, VIPs and resources")
+    st.add_argument("--json", action="store_true", help="machine-readable")
+    sh = sub.add_parser("ssh", help="a shell or a command on a node")
+    sh.add_argument("node")
+    sh.add_argument("command", nargs=argparse.REMAINDER)
+    for name, text in (
+        ("kill", "power loss: the node dies at once"),
+        ("stop", "clean shutdown of a node"),
+        ("start", "boot a stopped or killed node"),
+        ("isolate", "cut a node off every lab network (a partition)"),
+    ):
+        sub.add_parser(name, help=text).add_argument("node")
+    sub.add_parser("heal", help="reconnect isolated nodes").add_argument("node", nargs="?")
+    inv = sub.add_parser("inventory", help="print the Ansible inventory of the lab")
+    inv.add_argument("--write", metavar="PATH", help="write it to PATH instead")
+    sub.add_parser("image", help="build (or show) the cached node image")
+    args = p.parse_args(argv)
+
+    try:
+        if args.cmd == "inventory":
+            text = topology.render_inventory()
+            if args.write:
+                with open(args.write, "w") as fh:
+                    fh.write(text)
+            else:
+                sys.stdout.write(text)
+            return 0
+        if os.geteuid() != 0:
+            raise HalabError("halab needs root (namespaces, mounts and systemd-nspawn)")
+        if args.cmd == "ssh":
+            node = topology.node(args.node)
+            if not lab.nodes.is_running(node):
+                raise HalabError(f"{node.name} is not running")
+            cmd = lab.nodes.ssh_command(node, tty=not args.command and sys.stdin.isatty())
+            os.execvp(cmd[0], [*cmd, *args.command])
+        if args.cmd == "status":
+            return lab.status(as_json=args.json)
+        with _lock():
+            started = time.monotonic()
+            if args.cmd == "up":
+                lab.up()
+            elif args.cmd == "down":
+                lab.down()
+            elif args.cmd == "image":
+                print(lab.image.ensure())
+            elif args.cmd == "heal":
+                lab.heal(topology.node(args.node) if args.node else None)
+            else:
+                getattr(lab, args.cmd)(topology.node(args.node))
+            print(f"halab {args.cmd}: done in {time.monotonic() - started:.1f}s")
+        return 0
+    except HalabError as exc:
+        print(f"halab {args.cmd}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,161 @@
+"""The lab as a whole: up, down, power and network faults, status."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+
+from halab import image, net, nodes, topology
+from halab.errors import HalabError
+from halab.run import run
+
+__all__ = ["image", "nodes", "up", "down", "kill", "stop", "start", "isolate", "heal", "status"]
+
+
+def _require_tools() -> None:
+    missing = [t for t in ("systemd-nspawn", "nsenter", "ip", "ssh", "ssh-keygen")
+               if shutil.which(t) is None]
+    if missing:
+        raise HalabError(f"missing host tools: {', '.join(missing)} (run `make host-deps`)")
+
+
+def _ensure_key() -> None:
+    key = topology.ssh_key()
+    if not key.exists():
+        key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "halab", "-f", str(key)])
+
+
+def up() -> None:
+    _require_tools()
+    rootfs = image.ensure()
+    _ensure_key()
+    net.ensure()
+    booting = []
+    for node in topology.NODES:
+        if nodes.is_running(node):
+            net.attach(node)
+        else:
+            print(f"up: booting {node.name}", flush=True)
+            nodes.start(node, rootfs, wait=False)
+            booting.append(node)
+    with ThreadPoolExecutor(max_workers=len(topology.NODES)) as pool:
+        for fut in [pool.submit(nodes.wait_ssh, n) for n in booting]:
+            fut.result()
+    for node in topology.NODES:
+        print(f"up: {node.name} running, ssh root@{node.ssh_address}", flush=True)
+
+
+def down() -> None:
+    for node in topology.NODES:
+        nodes.destroy(node)
+    net.teardown()
+    state = topology.state_dir()
+    for entry in state.iterdir() if state.exists() else ():
+        if entry.name != "lock":
+            run(["rm", "-rf", "--one-file-system", str(entry)])
+
+
+def kill(node: topology.Node) -> None:
+    nodes.kill(node)
+
+
+def stop(node: topology.Node) -> None:
+    nodes.stop(node)
+
+
+def start(node: topology.Node) -> None:
+    if not net.netns_alive():
+        raise HalabError("the lab is not up: run `halab up`")
+    nodes.start(node)
+
+
+def isolate(node: topology.Node) -> None:
+    if not nodes.is_running(node):
+        raise HalabError(f"{node.name} is not running")
+    net.set_links(node, up=False)
+
+
+def heal(node: topology.Node | None) -> None:
+    for n in [node] if node else topology.NODES:
+        if nodes.is_running(n):
+            net.set_links(n, up=True)
+        elif node:
+            raise HalabError(f"{n.name} is not running")
+
+
+def _cluster_view() -> dict | None:
+    """crm_mon's XML from the first node that answers, reduced to what a person scans."""
+    for node in topology.NODES:
+        if not nodes.is_running(node) or net.isolated(node):
+            continue
+        proc = nodes.ssh(node, ["crm_mon", "--one-shot", "--output-as=xml"],
+                         timeout=20, check=False)
+        if proc.returncode != 0:
+            continue
+        return parse_crm_mon(proc.stdout)
+    return None
+
+
+def parse_crm_mon(text: str) -> dict:
+    root = ET.fromstring(text)
+    summary = root.find("summary")
+    dc = summary.find("current_dc") if summary is not None else None
+    view = {
+        "dc": dc.get("name") if dc is not None else None,
+        "quorum": dc is not None and dc.get("with_quorum") == "true",
+        "nodes": {n.get("name"): ("online" if n.get("online") == "true" else "offline")
+                  + (" standby" if n.get("standby") == "true" else "")
+                  for n in root.iter("node") if n.get("type") == "member"},
+        "resources": {},
+        "failures": [f.attrib for f in root.iter("failure")],
+    }
+    for res in root.iter("resource"):
+        parent = _owner(root, res)
+        where = [n.get("name") for n in res.findall("node")]
+        entry = view["resources"].setdefault(parent, {})
+        role = res.get("role", "Stopped")
+        for name in where or ["-"]:
+            entry.setdefault(role, []).append(name)
+    return view
+
+
+def _owner(root: ET.Element, res: ET.Element) -> str:
+    """A clone or group id for members of one, else the resource's own id."""
+    for container in list(root.iter("clone")) + list(root.iter("group")):
+        if res in list(container.iter("resource")):
+            return container.get("id")
+    return res.get("id")
+
+
+def status(as_json: bool = False) -> int:
+    rows = []
+    for node in topology.NODES:
+        running = nodes.is_running(node)
+        state = "running" if running else "stopped"
+        if running and net.isolated(node):
+            state = "isolated"
+        rows.append({"node": node.name, "state": state,
+                     **{n.name: node.address(n.name) for n in topology.NETWORKS}})
+    cluster = _cluster_view() if any(r["state"] == "running" for r in rows) else None
+    if as_json:
+        print(json.dumps({"nodes": rows, "cluster": cluster}, indent=2))
+        return 0
+    names = [n.name for n in topology.NETWORKS]
+    print(f"{'NODE':<24} {'STATE':<9} " + " ".join(f"{n.upper():<16}" for n in names))
+    for r in rows:
+        print(f"{r['node']:<24} {r['state']:<9} " + " ".join(f"{r[n]:<16}" for n in names))
+    if cluster is None:
+        print("\ncluster: no node answers")
+        return 0
+    members = ", ".join(f"{n} ({s})" for n, s in sorted(cluster["nodes"].items()))
+    print(f"\ncluster: DC {cluster['dc']}, {'quorum' if cluster['quorum'] else 'NO QUORUM'}")
+    print(f"members: {members}")
+    for rid, roles in sorted(cluster["resources"].items()):
+        where = "; ".join(f"{role} on {', '.join(sorted(ns))}" for role, ns in sorted(roles.items()))
+        print(f"  {rid:<32} {where}")
+    for f in cluster["failures"]:
+        print(f"  FAILED {f.get('op_key')} on {f.get('node')}: {f.get('exitreason') or f.get('status')}")
+    return 0

@@ -1,0 +1,253 @@
+"""Node lifecycle: each node is an overlay over the cached image, booted with
+systemd-nspawn inside the lab's network namespace. The overlay's upper directory is
+the node's disk: it survives kill/stop/start and goes with `halab down`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from halab import image, net, topology
+from halab.errors import HalabError
+from halab.run import run
+
+BOOT_TIMEOUT = 90
+STOP_TIMEOUT = 90
+
+
+class NodeDir:
+    def __init__(self, node: topology.Node):
+        self.node = node
+        self.path = topology.state_dir() / "nodes" / node.name
+
+    upper = property(lambda self: self.path / "upper")
+    work = property(lambda self: self.path / "work")
+    root = property(lambda self: self.path / "root")
+    pidfile = property(lambda self: self.path / "nspawn.pid")
+    console = property(lambda self: self.path / "console.log")
+    imagefile = property(lambda self: self.path / "image")
+
+
+def _mounted(path: Path) -> bool:
+    target = str(path)
+    with open("/proc/self/mountinfo") as fh:
+        return any(line.split()[4] == target for line in fh)
+
+
+def nspawn_pid(node: topology.Node) -> int | None:
+    """The node's nspawn process, if it is ours and alive."""
+    d = NodeDir(node)
+    try:
+        pid = int(d.pidfile.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    if b"systemd-nspawn" in cmdline[0] and f"--machine={node.name}".encode() in cmdline:
+        return pid
+    return None
+
+
+def node_inits(node: topology.Node) -> list[int]:
+    """PIDs that are init of a PID namespace rooted in this node's tree. After an
+    outside SIGKILL of nspawn the node's init is reparented and keeps running."""
+    root = str(NodeDir(node).root)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "root") != root:
+                continue
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        nspid = next((ln.split()[1:] for ln in status.splitlines() if ln.startswith("NSpid:")), [])
+        if len(nspid) > 1 and nspid[-1] == "1":
+            found.append(int(entry.name))
+    return found
+
+
+def is_running(node: topology.Node) -> bool:
+    return nspawn_pid(node) is not None
+
+
+def _wait(cond, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return cond()
+
+
+def _pid_alive(pid: int) -> bool:
+    """A zombie counts as dead: its reaper may be a process we do not control."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _prepare(node: topology.Node, rootfs: Path) -> None:
+    """Mount the node's overlay and, on first creation, write its identity."""
+    d = NodeDir(node)
+    key = image.image_key()
+    if d.imagefile.exists() and d.imagefile.read_text().strip() != key:
+        raise HalabError(
+            f"{node.name}: its disk was made from another image; run `halab down` first"
+        )
+    fresh = not d.upper.exists()
+    for p in (d.upper, d.work, d.root):
+        p.mkdir(parents=True, exist_ok=True)
+    d.imagefile.write_text(key + "\n")
+    if not _mounted(d.root):
+        run(["mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={rootfs},upperdir={d.upper},workdir={d.work}", str(d.root)])
+    if fresh:
+        _write_identity(node, d.root)
+
+
+def _write_identity(node: topology.Node, root: Path) -> None:
+    (root / "etc/hostname").write_text(node.name + "\n")
+    (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+    netdir = root / "etc/systemd/network"
+    netdir.mkdir(parents=True, exist_ok=True)
+    for n in topology.NETWORKS:
+        (netdir / f"10-{n.node_if}.network").write_text(
+            f"[Match]\nName={n.node_if}\n\n[Network]\n"
+            f"Address={node.address(n.name)}/{n.prefixlen}\n"
+            "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        )
+    ssh = root / "root/.ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keys = ssh / "authorized_keys"
+    keys.write_text(Path(str(topology.ssh_key()) + ".pub").read_text())
+    keys.chmod(0o600)
+
+
+def _boot(node: topology.Node) -> None:
+    d = NodeDir(node)
+    cmd = [
+        "nsenter", f"--net={net.NETNS_PATH}",
+        "systemd-nspawn", "--boot", "--register=no", "--keep-unit",
+        f"--machine={node.name}", f"--directory={d.root}",
+        "--console=passive", "--link-journal=no", "--resolv-conf=off", "--timezone=off",
+    ]
+    for n in topology.NETWORKS:
+        cmd.append(f"--network-veth-extra={node.veth(n)}:{n.node_if}")
+    with d.console.open("a") as log:
+        log.write(f"--- boot {time.strftime('%F %T')}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    d.pidfile.write_text(f"{proc.pid}\n")
+
+    def veths_ready() -> bool:
+        if proc.poll() is not None:
+            raise HalabError(f"{node.name}: systemd-nspawn exited at boot (log: {d.console})")
+        return all(net.link_exists(node.veth(n), netns=True) for n in topology.NETWORKS)
+
+    if not _wait(veths_ready, 30):
+        raise HalabError(f"{node.name}: no network links after 30s (log: {d.console})")
+    net.attach(node)
+
+
+def wait_ssh(node: topology.Node, timeout: float = BOOT_TIMEOUT) -> None:
+    d = NodeDir(node)
+
+    def ready() -> bool:
+        if not is_running(node):
+            raise HalabError(f"{node.name}: stopped while booting (log: {d.console})")
+        try:
+            with socket.create_connection((node.ssh_address, 22), timeout=1):
+                pass
+        except OSError:
+            return False
+        return ssh(node, ["true"], timeout=10, check=False).returncode == 0
+
+    if not _wait(ready, timeout, interval=0.5):
+        raise HalabError(f"{node.name}: no ssh after {timeout}s (log: {d.console})")
+
+
+def start(node: topology.Node, rootfs: Path | None = None, wait: bool = True) -> None:
+    if is_running(node):
+        raise HalabError(f"{node.name} is already running")
+    _reap_orphans(node)
+    _prepare(node, rootfs or image.rootfs())
+    _boot(node)
+    if wait:
+        wait_ssh(node)
+
+
+def _after_exit(node: topology.Node) -> None:
+    d = NodeDir(node)
+    d.pidfile.unlink(missing_ok=True)
+    if _mounted(d.root):
+        run(["umount", str(d.root)])
+
+
+def _reap_orphans(node: topology.Node) -> None:
+    """Leftovers of a lab whose nspawn was killed from outside: end its init, unmount."""
+    pids = node_inits(node)
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    _wait(lambda: not any(_pid_alive(p) for p in pids), 15)
+    if not is_running(node):
+        _after_exit(node)
+
+
+def kill(node: topology.Node) -> None:
+    """Power loss: SIGKILL the node's init; the kernel ends the whole PID namespace."""
+    pid = nspawn_pid(node)
+    if pid is None:
+        raise HalabError(f"{node.name} is not running (nothing to kill)")
+    for init in node_inits(node):
+        os.kill(init, signal.SIGKILL)
+    if not _wait(lambda: not _pid_alive(pid), 15):
+        os.kill(pid, signal.SIGKILL)
+        _wait(lambda: not _pid_alive(pid), 5)
+    _after_exit(node)
+
+
+def stop(node: topology.Node, timeout: float = STOP_TIMEOUT) -> None:
+    """Clean shutdown: nspawn passes SIGTERM on to the node as a poweroff request."""
+    pid = nspawn_pid(node)
+    if pid is None:
+        raise HalabError(f"{node.name} is not running (nothing to stop)")
+    os.kill(pid, signal.SIGTERM)
+    if not _wait(lambda: not _pid_alive(pid), timeout, interval=0.5):
+        raise HalabError(
+            f"{node.name}: no clean shutdown within {timeout:.0f}s; `halab kill {node.name}` "
+            f"cuts the power (log: {NodeDir(node).console})"
+        )
+    _after_exit(node)
+
+
+def destroy(node: topology.Node) -> None:
+    if is_running(node):
+        kill(node)
+    _reap_orphans(node)
+    d = NodeDir(node)
+    if d.path.exists():
+        run(["rm", "-rf", "--one-file-system", str(d.path)])
+
+
+def ssh_command(node: topology.Node, tty: bool = False) -> list[str]:
+    key = topology.ssh_key()
+    cmd = ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+           "-o", "ConnectTimeout=5", "-o", "BatchMode=yes"]
+    if tty:
+        cmd.append("-t")
+    return [*cmd, f"root@{node.ssh_address}"]
+
+
+def ssh(node: topology.Node, command: list[str], timeout: float = 60,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run([*ssh_command(node), *command], timeout=timeout, check=check)
