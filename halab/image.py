@@ -53,8 +53,8 @@ chroot "$root" apt-get update
 # Per-node identity is written at node creation: no shared host keys or machine-id.
 rm -f "$root"/etc/ssh/ssh_host_*
 mkdir -p "$root/etc/systemd/system/ssh.service.d"
-printf '[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n' \
-  > "$root/etc/systemd/system/ssh.service.d/halab-hostkeys.conf"
+printf '%s\n' '[Service]' 'ExecStartPre=' 'ExecStartPre=/usr/bin/ssh-keygen -A' \
+  'ExecStartPre=/usr/sbin/sshd -t' > "$root/etc/systemd/system/ssh.service.d/halab-hostkeys.conf"
 : > "$root/etc/machine-id"
 rm -f "$root/etc/hostname"
 : > "$root/etc/resolv.conf"

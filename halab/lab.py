@@ -154,8 +154,10 @@ def status(as_json: bool = False) -> int:
     print(f"\ncluster: DC {cluster['dc']}, {'quorum' if cluster['quorum'] else 'NO QUORUM'}")
     print(f"members: {members}")
     for rid, roles in sorted(cluster["resources"].items()):
-        where = "; ".join(f"{role} on {', '.join(sorted(ns))}" for role, ns in sorted(roles.items()))
+        where = "; ".join(f"{role} on {', '.join(sorted(ns))}"
+                          for role, ns in sorted(roles.items()))
         print(f"  {rid:<32} {where}")
     for f in cluster["failures"]:
-        print(f"  FAILED {f.get('op_key')} on {f.get('node')}: {f.get('exitreason') or f.get('status')}")
+        why = f.get("exitreason") or f.get("status")
+        print(f"  FAILED {f.get('op_key')} on {f.get('node')}: {why}")
     return 0

@@ -4,10 +4,13 @@ Nodes have no default route: lab traffic never leaves this machine."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import socket
 from pathlib import Path
 
 from halab import topology
+from halab.errors import HalabError
 from halab.run import run
 
 NETNS_PATH = Path("/run/netns") / topology.NETNS
@@ -28,7 +31,30 @@ def netns_alive() -> bool:
     return run(["ip", "-n", topology.NETNS, "link", "show", "lo"], check=False).returncode == 0
 
 
+def check_no_overlap() -> None:
+    """Refuse to route a lab subnet to the lab when something real lives in it."""
+    subnets = [ipaddress.ip_network(n.cidr) for n in topology.NETWORKS]
+    ours = {n.host_if for n in topology.NETWORKS}
+    for line in run(["ip", "-o", "-4", "route", "show"]).stdout.splitlines():
+        dest, dev = line.split()[0], line.split(" dev ")[1].split()[0] if " dev " in line else ""
+        if dest == "default" or dev in ours:
+            continue
+        route = ipaddress.ip_network(dest, strict=False)
+        if any(route.overlaps(s) for s in subnets):
+            raise HalabError(f"lab network overlaps the host route {dest} dev {dev}")
+    for name in topology.RESERVED_NAMES:
+        try:
+            infos = socket.getaddrinfo(name, None, socket.AF_INET)
+        except OSError:
+            continue
+        for info in infos:
+            addr = ipaddress.ip_address(info[4][0])
+            if any(addr in s for s in subnets):
+                raise HalabError(f"lab network would hide {name} ({addr}): pick other subnets")
+
+
 def ensure() -> None:
+    check_no_overlap()
     if NETNS_PATH.exists() and not netns_alive():
         run(["ip", "netns", "delete", topology.NETNS], check=False)  # stale file, no namespace
     if not NETNS_PATH.exists():

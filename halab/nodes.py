@@ -31,6 +31,7 @@ class NodeDir:
     pidfile = property(lambda self: self.path / "nspawn.pid")
     console = property(lambda self: self.path / "console.log")
     imagefile = property(lambda self: self.path / "image")
+    initfile = property(lambda self: self.path / "init.pid")
 
 
 def _mounted(path: Path) -> bool:
@@ -52,24 +53,38 @@ def nspawn_pid(node: topology.Node) -> int | None:
     return None
 
 
-def node_inits(node: topology.Node) -> list[int]:
-    """PIDs that are init of a PID namespace rooted in this node's tree. After an
-    outside SIGKILL of nspawn the node's init is reparented and keeps running."""
-    root = str(NodeDir(node).root)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+def _starttime(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _record_init(node: topology.Node, nspawn: int) -> None:
+    """Remember the node's init (nspawn's child) with its start time, so a later
+    command can power it off even after nspawn itself was killed from outside."""
+    def child() -> int | None:
         try:
-            if os.readlink(entry / "root") != root:
-                continue
-            status = (entry / "status").read_text()
+            kids = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()
         except OSError:
-            continue
-        nspid = next((ln.split()[1:] for ln in status.splitlines() if ln.startswith("NSpid:")), [])
-        if len(nspid) > 1 and nspid[-1] == "1":
-            found.append(int(entry.name))
-    return found
+            return None
+        return int(kids[0]) if kids else None
+
+    if not _wait(lambda: child() is not None, 10):
+        return
+    pid = child()
+    NodeDir(node).initfile.write_text(f"{pid} {_starttime(pid)}\n")
+
+
+def node_inits(node: topology.Node) -> list[int]:
+    """The node's init if it still runs (same PID and start time as recorded)."""
+    try:
+        pid_s, started = NodeDir(node).initfile.read_text().split()
+        pid = int(pid_s)
+    except (OSError, ValueError):
+        return []
+    return [pid] if _pid_alive(pid) and _starttime(pid) == started else []
 
 
 def is_running(node: topology.Node) -> bool:
@@ -147,6 +162,7 @@ def _boot(node: topology.Node) -> None:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     d.pidfile.write_text(f"{proc.pid}\n")
+    _record_init(node, proc.pid)
 
     def veths_ready() -> bool:
         if proc.poll() is not None:
@@ -188,6 +204,7 @@ def start(node: topology.Node, rootfs: Path | None = None, wait: bool = True) ->
 def _after_exit(node: topology.Node) -> None:
     d = NodeDir(node)
     d.pidfile.unlink(missing_ok=True)
+    d.initfile.unlink(missing_ok=True)
     if _mounted(d.root):
         run(["umount", str(d.root)])
 

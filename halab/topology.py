@@ -12,7 +12,7 @@ from pathlib import Path
 NETNS = "halab"
 NODE_PREFIX = "overcloud-controller-"
 NODE_COUNT = 3
-FIRST_HOST_OCTET = 10  # controller-N gets .10+N on every network
+FIRST_HOST_OFFSET = 10  # controller-N gets the network's address +10+N
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,14 @@ class Network:
         return ipaddress.ip_network(self.cidr).prefixlen
 
 
-# Documentation ranges only (RFC 5737); 192.0.2.0/24 is the host's own uplink here.
+# Documentation ranges only (RFC 5737), and only 198.51.100.0/24: on these machines
+# 192.0.2.0/24 is the uplink and the package registries answer inside 203.0.113.0/24.
+# /26 each leaves room for two more networks (storage, tenant).
 NETWORKS = (
-    Network("external", "203.0.113.0/24", "br-ext", "halab-ext", "ext0"),
-    Network("internal", "198.51.100.0/24", "br-int", "halab-int", "int0"),
+    Network("internal", "198.51.100.0/26", "br-int", "halab-int", "int0"),
+    Network("external", "198.51.100.64/26", "br-ext", "halab-ext", "ext0"),
 )
+RESERVED_NAMES = ("deb.debian.org", "pypi.org", "files.pythonhosted.org")
 MANAGEMENT = "internal"  # ssh, Ansible and corosync use this one
 
 
@@ -50,7 +53,7 @@ class Node:
 
     def address(self, network: str) -> str:
         net = next(n for n in NETWORKS if n.name == network)
-        return str(ipaddress.ip_network(net.cidr)[FIRST_HOST_OCTET + self.index])
+        return str(ipaddress.ip_network(net.cidr)[FIRST_HOST_OFFSET + self.index])
 
     @property
     def ssh_address(self) -> str:
