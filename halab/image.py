@@ -33,7 +33,7 @@ STACK_PACKAGES = (
     "curl", "psmisc", "procps", "lsof", "netcat-openbsd",
 )
 REPO_DIR = "srv/halab-apt"  # inside the image
-BUILD_VERSION = 2  # bump when the hook script below changes meaning
+BUILD_VERSION = 3  # bump when the hook script below changes meaning
 
 # Runs on the host with $1 = the image root, after the base is installed.
 CUSTOMIZE = r"""
@@ -47,7 +47,8 @@ mv "$root"/var/cache/apt/archives/*.deb "$root/{repo}/"
 (cd "$root/{repo}" && dpkg-scanpackages --multiversion . /dev/null > Packages)
 rm -f "$root"/etc/apt/sources.list
 rm -rf "$root"/etc/apt/sources.list.d/*
-echo "deb [trusted=yes] file:/{repo} ./" > "$root/etc/apt/sources.list.d/halab-lab.list"
+# Same file and line as the base role's lab apt source, so its first run changes nothing.
+echo "deb [trusted=yes] file:/{repo} ./" > "$root/etc/apt/sources.list.d/ha-lab.list"
 rm -rf "$root"/var/lib/apt/lists/*
 chroot "$root" apt-get update
 # Per-node identity is written at node creation: no shared host keys or machine-id.
@@ -58,6 +59,8 @@ printf '%s\n' '[Service]' 'ExecStartPre=' 'ExecStartPre=/usr/bin/ssh-keygen -A' 
 : > "$root/etc/machine-id"
 rm -f "$root/etc/hostname"
 : > "$root/etc/resolv.conf"
+# minbase has no netbase: give the image the /etc/hosts every installed system has.
+printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 chroot "$root" systemctl enable systemd-networkd ssh
 chroot "$root" systemctl mask console-getty.service getty@.service systemd-timesyncd.service
 """
