@@ -1,0 +1,62 @@
+# openstack-ha-lab: `make lab` brings up the three-controller lab, `make test` tests it.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+PYTHON ?= python3
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+# Host packages: nspawn and the image builder, pcs/crm_* for the offline CIB tier,
+# ssh for Ansible, python3-venv for the virtualenv on a fresh Debian.
+HOST_PACKAGES := systemd-container mmdebstrap dpkg-dev iproute2 util-linux openssh-client \
+	pcs pacemaker-cli-utils resource-agents python3-venv
+
+.PHONY: lab test host-deps lint unit molecule verify down status clean
+
+lab: host-deps ## boot the lab and converge the cluster (first run ~3 min, then ~20 s)
+	halab up
+	ansible-playbook playbooks/site.yml
+	halab ssh overcloud-controller-0 pcs status
+
+test: host-deps lint unit molecule ## lint, unit tests, then molecule on the real lab
+
+host-deps: $(VENV)/.installed
+	@missing=""; for p in $(HOST_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' \
+	    || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "host-deps: installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $$missing >/dev/null; fi
+
+# The virtualenv needs python3-venv on Debian, so apt goes first.
+$(VENV)/.installed: requirements.txt pyproject.toml
+	@dpkg-query -W -f='$${Status}\n' python3-venv 2>/dev/null | grep -q '^install ok installed' \
+	  || $(PYTHON) -c 'import ensurepip' 2>/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	       --no-install-recommends python3-venv >/dev/null; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+lint: host-deps
+	yamllint --strict .
+	ansible-lint --profile production
+	ruff check halab tests
+
+unit: host-deps
+	pytest tests/unit -q
+
+molecule: host-deps
+	molecule test
+
+verify: host-deps ## the testinfra suite against a running lab
+	pytest tests/infra -p no:cacheprovider --hosts=ansible://controllers \
+	  --ansible-inventory=inventory/lab -q
+
+status:
+	halab status
+
+down:
+	halab down

@@ -1,0 +1,116 @@
+"""The foundation: three controllers in one quorate Pacemaker/Corosync cluster, with the
+CIB matching the data declared in the inventory."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from conftest import crm_mon, setting
+
+
+def test_every_node_online_with_quorum(any_node, inventory):
+    mon = crm_mon(any_node)
+    dc = mon.find("summary/current_dc")
+    assert dc is not None and dc.get("with_quorum") == "true"
+    online = {n.get("name") for n in mon.iter("node") if n.get("online") == "true"}
+    assert online == set(inventory)
+
+
+def test_every_node_sees_the_same_membership(nodes, inventory):
+    for name, node in nodes.items():
+        members = node.check_output("crm_node --list").splitlines()
+        assert sorted(line.split()[1] for line in members if line.endswith("member")) == sorted(
+            inventory
+        ), name
+        assert node.check_output("crm_node --quorum") == "1", name
+
+
+def test_corosync_uses_knet_with_crypto(host, inventory):
+    hv = inventory[host.backend.get_hostname()]
+    crypto = setting(hv, "pacemaker", "pacemaker_crypto")
+    assert crypto["cipher"] != "none" and crypto["hash"] != "none"
+    cmap = host.check_output("corosync-cmapctl totem")
+    assert "totem.transport (str) = knet" in cmap
+    assert f"totem.crypto_cipher (str) = {crypto['cipher']}" in cmap
+    assert f"totem.crypto_hash (str) = {crypto['hash']}" in cmap
+    assert f"totem.cluster_name (str) = {hv['pacemaker_cluster_name']}" in cmap
+
+
+def test_knet_link_to_every_peer_is_connected(host, inventory):
+    me = host.backend.get_hostname()
+    status = host.check_output("corosync-cfgtool -n")
+    mine = inventory[me]["ha_addresses"]["internal"]
+    for peer in set(inventory) - {me}:
+        peer_addr = inventory[peer]["ha_addresses"]["internal"]
+        assert f"({mine}->{peer_addr}) enabled connected" in status, peer
+    assert status.count(" reachable") == len(inventory) - 1
+
+
+def test_corosync_binds_the_internal_network(host, inventory):
+    addr = inventory[host.backend.get_hostname()]["ha_addresses"]["internal"]
+    assert host.socket(f"udp://{addr}:5405").is_listening
+
+
+@pytest.mark.parametrize("service", ["corosync", "pacemaker", "pcsd"])
+def test_cluster_services_run_and_start_at_boot(host, service):
+    svc = host.service(service)
+    assert svc.is_running
+    assert svc.is_enabled
+
+
+def test_pcsd_listens(host):
+    assert host.socket("tcp://0.0.0.0:2224").is_listening or host.socket(
+        "tcp://:::2224"
+    ).is_listening
+
+
+def test_hacluster_has_a_real_password(host):
+    shadow = host.check_output("getent shadow hacluster").split(":")[1]
+    assert shadow.startswith("$6$"), "hacluster has no sha512 password"
+
+
+def test_no_default_corosync_config_left(host):
+    conf = host.file("/etc/corosync/corosync.conf").content_string
+    assert "127.0.0.1" not in conf and "node1" not in conf
+
+
+def test_cluster_properties_applied(any_node, inventory):
+    declared = next(iter(inventory.values()))["pacemaker_properties"]
+    for name, value in declared.items():
+        got = any_node.check_output(
+            f"crm_attribute --type crm_config --name {name} --query --quiet"
+        )
+        assert got == str(value), name
+
+
+def test_resource_defaults_applied(any_node, inventory):
+    declared = next(iter(inventory.values()))["pacemaker_resource_defaults"]
+    shown = any_node.check_output("pcs resource defaults")
+    for name, value in declared.items():
+        assert f"{name}={value}" in shown
+
+
+def test_node_role_attributes(any_node, inventory):
+    for name, hv in inventory.items():
+        for role in hv["ha_node_roles"]:
+            got = any_node.check_output(
+                f"crm_attribute --type nodes --node {name} --name {role}-role --query --quiet"
+            )
+            assert got == "true", f"{name} {role}-role"
+
+
+def test_cib_resources_are_exactly_the_declared_ones(any_node, inventory):
+    hv = next(iter(inventory.values()))
+    xml = ET.fromstring(any_node.check_output("cibadmin --query --scope resources"))
+    live = {p.get("id") for p in xml.iter("primitive")}
+    assert live == {r["id"] for r in hv["pacemaker_resources"]} | {
+        s["id"] for s in hv.get("pacemaker_stonith", [])
+    }
+    live_clones = {c.get("id") for c in xml.iter("clone")}
+    declared_clones = {
+        (r.get("clone") or r.get("promotable"))["id"]
+        for r in hv["pacemaker_resources"]
+        if r.get("clone") or r.get("promotable")
+    }
+    assert live_clones == declared_clones
