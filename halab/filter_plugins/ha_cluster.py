@@ -1,0 +1,86 @@
+"""Filters that turn the inventory's VIP list into Pacemaker data, so a VIP is declared
+once (name, network, address) and gets its resource and constraints the TripleO way."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+
+def _check(vip: dict, networks: dict) -> None:
+    for key in ("name", "network", "address"):
+        if not vip.get(key):
+            raise AnsibleFilterError(f"ha_vips: entry {vip!r} has no {key}")
+    net = networks.get(vip["network"])
+    if net is None:
+        raise AnsibleFilterError(
+            f"ha_vips.{vip['name']}: network {vip['network']!r} is not in ha_networks"
+        )
+    if ipaddress.ip_address(vip["address"]) not in ipaddress.ip_network(net["cidr"]):
+        raise AnsibleFilterError(
+            f"ha_vips.{vip['name']}: {vip['address']} is outside ha_networks."
+            f"{vip['network']}.cidr {net['cidr']}"
+        )
+
+
+def vip_resources(vips: list[dict], networks: dict, monitor: str = "10s") -> list[dict]:
+    """One ocf:heartbeat:IPaddr2 primitive `ip-<address>` per VIP, nic set explicitly."""
+    out = []
+    for vip in vips:
+        _check(vip, networks)
+        out.append({
+            "id": f"ip-{vip['address']}",
+            "agent": "ocf:heartbeat:IPaddr2",
+            "options": {
+                "ip": vip["address"],
+                "cidr_netmask": "32",
+                "nic": networks[vip["network"]]["interface"],
+            },
+            "meta": {"resource-stickiness": "INFINITY"},
+            "ops": [{"action": "monitor", "interval": monitor}],
+        })
+    return out
+
+
+def vip_constraints(vips: list[dict], clone: str = "haproxy-clone") -> dict[str, list]:
+    """Start the VIP, then HAProxy (Optional); keep the VIP where HAProxy runs."""
+    return {
+        "order": [{"first": f"ip-{v['address']}", "then": clone, "kind": "Optional"}
+                  for v in vips],
+        "colocation": [{"resource": f"ip-{v['address']}", "with": clone, "score": "INFINITY"}
+                       for v in vips],
+    }
+
+
+def role_locations(resources: dict[str, str]) -> list[dict]:
+    """resource -> role: run only on nodes whose <role>-role attribute is true."""
+    return [{"resource": rsc, "rule": f"{role}-role eq true", "score": "0",
+             "resource_discovery": "exclusive"} for rsc, role in resources.items()]
+
+
+def merge_constraints(*parts: dict[str, list]) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for part in parts:
+        for kind, items in (part or {}).items():
+            out.setdefault(kind, []).extend(items)
+    return out
+
+
+def vip_address(vips: list[dict], name: str) -> str:
+    for vip in vips:
+        if vip.get("name") == name:
+            return vip["address"]
+    raise AnsibleFilterError(f"ha_vips has no VIP named {name!r}")
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {
+            "ha_vip_resources": vip_resources,
+            "ha_vip_constraints": vip_constraints,
+            "ha_role_locations": role_locations,
+            "ha_merge_constraints": merge_constraints,
+            "ha_vip_address": vip_address,
+        }
