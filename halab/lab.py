@@ -153,10 +153,16 @@ def status(as_json: bool = False) -> int:
     members = ", ".join(f"{n} ({s})" for n, s in sorted(cluster["nodes"].items()))
     print(f"\ncluster: DC {cluster['dc']}, {'quorum' if cluster['quorum'] else 'NO QUORUM'}")
     print(f"members: {members}")
-    for rid, roles in sorted(cluster["resources"].items()):
-        where = "; ".join(f"{role} on {', '.join(sorted(ns))}"
-                          for role, ns in sorted(roles.items()))
-        print(f"  {rid:<32} {where}")
+    vips = {r: v for r, v in cluster["resources"].items() if r.startswith("ip-")}
+    others = {r: v for r, v in cluster["resources"].items() if r not in vips}
+    for title, group in (("VIPs", vips), ("resources", others)):
+        if group:
+            print(f"{title}:")
+        for rid, roles in sorted(group.items()):
+            label = rid[3:] if title == "VIPs" else rid
+            where = "; ".join(f"{role} on {', '.join(sorted(ns))}"
+                              for role, ns in sorted(roles.items()))
+            print(f"  {label:<32} {where}")
     for f in cluster["failures"]:
         why = f.get("exitreason") or f.get("status")
         print(f"  FAILED {f.get('op_key')} on {f.get('node')}: {why}")

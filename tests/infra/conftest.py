@@ -2,13 +2,11 @@
 
 Per-host tests use testinfra's `host` fixture (`--hosts=ansible://controllers`).
 Cluster-wide tests use `nodes` (every controller by name) and `inventory` (the
-declared data, as ansible-inventory resolves it)."""
+declared data, templated by Ansible)."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,21 +15,16 @@ import pytest
 import testinfra
 import yaml
 
+from halab.declared import declared
+
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = os.environ.get("HALAB_INVENTORY", str(ROOT / "inventory" / "lab"))
-GROUP = "controllers"
 
 
 @pytest.fixture(scope="session")
 def inventory() -> dict:
-    """Hostvars of every controller (group_vars merged, not templated)."""
-    out = subprocess.run(
-        ["ansible-inventory", "-i", INVENTORY, "--list"],
-        capture_output=True, text=True, check=True, cwd=ROOT, timeout=60,
-    ).stdout
-    data = json.loads(out)
-    hosts = data[GROUP]["hosts"]
-    return {h: data["_meta"]["hostvars"][h] for h in hosts}
+    """Each controller's cluster variables, templated as the playbooks see them."""
+    return declared(INVENTORY)
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +62,52 @@ def wait_for(condition, timeout: float, interval: float = 1.0, what: str = "cond
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def cluster_state(node) -> dict:
+    """crm_mon reduced to what the health gate and the tests look at."""
+    mon = crm_mon(node)
+    dc = mon.find("summary/current_dc")
+    state = {
+        "quorum": dc is not None and dc.get("with_quorum") == "true",
+        "online": {n.get("name") for n in mon.iter("node")
+                   if n.get("online") == "true" and n.get("standby") != "true"},
+        "standby": {n.get("name") for n in mon.iter("node") if n.get("standby") == "true"},
+        "failures": [f.attrib for f in mon.iter("failure")],
+        "started": {},  # resource or clone id -> list of nodes (one entry per instance)
+    }
+    for res in mon.iter("resource"):
+        owner = res.get("id")
+        for clone in mon.iter("clone"):
+            if res in list(clone):
+                owner = clone.get("id")
+        if res.get("active") == "true":
+            state["started"].setdefault(owner, []).extend(n.get("name") for n in res.iter("node"))
+    return state
+
+
+def healthy(node, inventory) -> dict | None:
+    """The declared steady state: every node online, every clone everywhere, every
+    primitive once, no failed actions. Returns the state when healthy, else None."""
+    try:
+        st = cluster_state(node)
+    except Exception:  # a node mid-restart answers nothing useful
+        return None
+    hv = next(iter(inventory.values()))
+    nodes = set(inventory)
+    if not st["quorum"] or st["online"] != nodes or st["failures"]:
+        return None
+    for rsc in hv["pacemaker_resources"]:
+        if not isinstance(rsc, dict):
+            continue
+        clone = rsc.get("clone") or rsc.get("promotable")
+        where = st["started"].get(clone["id"] if clone else rsc["id"], [])
+        if clone and sorted(where) != sorted(nodes):
+            return None
+        if not clone and len(where) != 1:
+            return None
+    return st
+
+
+def wait_healthy(node, inventory, timeout: float = 180) -> dict:
+    return wait_for(lambda: healthy(node, inventory), timeout, 2, "a healthy cluster")

@@ -1,0 +1,35 @@
+"""The cluster as the inventory declares it, templated by Ansible itself (filters and
+all), for tests and tools that compare the live cluster with the data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from halab.errors import HalabError
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "declared.yml"
+NAMES = (
+    "ha_networks", "ha_addresses", "ha_vips", "ha_node_roles", "ha_secrets_dir",
+    "pacemaker_cluster_name", "pacemaker_properties", "pacemaker_resource_defaults",
+    "pacemaker_op_defaults", "pacemaker_resources", "pacemaker_groups", "pacemaker_stonith",
+    "pacemaker_constraints", "pacemaker_node_attributes", "haproxy_services",
+    "haproxy_stats_vip",
+)
+
+
+def declared(inventory: str | Path, names: tuple[str, ...] = NAMES) -> dict[str, dict]:
+    """{host: {var: templated value}} for every controller; undefined vars are left out."""
+    with tempfile.TemporaryDirectory(prefix="halab-declared-") as tmp:
+        extra = json.dumps({"halab_declared_dir": tmp, "halab_names": list(names)})
+        cmd = ["ansible-playbook", "-i", str(inventory), str(PLAYBOOK), "-e", extra]
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env,
+                              timeout=180)
+        if proc.returncode != 0:
+            raise HalabError(f"templating {inventory} failed:\n{proc.stdout[-2000:]}")
+        return {p.stem: json.loads(p.read_text()) for p in sorted(Path(tmp).glob("*.json"))}

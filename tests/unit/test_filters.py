@@ -1,0 +1,54 @@
+"""The filters that turn ha_vips into Pacemaker data."""
+
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from halab.filter_plugins import ha_cluster
+
+NETS = {"external": {"cidr": "198.51.100.64/26", "interface": "ext0"},
+        "internal": {"cidr": "198.51.100.0/26", "interface": "int0"}}
+VIPS = [{"name": "public", "network": "external", "address": "198.51.100.100"},
+        {"name": "internal_api", "network": "internal", "address": "198.51.100.50"}]
+
+
+def test_each_vip_becomes_an_ipaddr2_with_its_nic():
+    res = ha_cluster.vip_resources(VIPS, NETS)
+    assert [r["id"] for r in res] == ["ip-198.51.100.100", "ip-198.51.100.50"]
+    assert res[0]["agent"] == "ocf:heartbeat:IPaddr2"
+    assert res[0]["options"] == {"ip": "198.51.100.100", "cidr_netmask": "32", "nic": "ext0"}
+    assert res[1]["options"]["nic"] == "int0"
+
+
+def test_each_vip_is_ordered_before_and_colocated_with_haproxy():
+    c = ha_cluster.vip_constraints(VIPS)
+    assert {"first": "ip-198.51.100.50", "then": "haproxy-clone", "kind": "Optional"} in c["order"]
+    assert {"resource": "ip-198.51.100.50", "with": "haproxy-clone",
+            "score": "INFINITY"} in c["colocation"]
+
+
+def test_a_vip_outside_its_network_is_refused_by_name():
+    bad = [{"name": "public", "network": "external", "address": "198.51.100.10"}]
+    with pytest.raises(AnsibleFilterError, match=r"ha_vips.public: 198.51.100.10 is outside"):
+        ha_cluster.vip_resources(bad, NETS)
+
+
+def test_a_vip_on_an_unknown_network_is_refused_by_name():
+    bad = [{"name": "storage", "network": "storage", "address": "198.51.100.130"}]
+    with pytest.raises(AnsibleFilterError, match=r"ha_vips.storage: network 'storage'"):
+        ha_cluster.vip_resources(bad, NETS)
+
+
+def test_role_locations_and_merge():
+    loc = ha_cluster.role_locations({"haproxy-clone": "haproxy"})
+    merged = ha_cluster.merge_constraints(ha_cluster.vip_constraints(VIPS), {"location": loc})
+    assert merged["location"] == [{"resource": "haproxy-clone", "rule": "haproxy-role eq true",
+                                   "score": "0", "resource_discovery": "exclusive"}]
+    assert len(merged["order"]) == 2
+
+
+def test_vip_address_by_name():
+    assert ha_cluster.vip_address(VIPS, "internal_api") == "198.51.100.50"
+    with pytest.raises(AnsibleFilterError, match="no VIP named 'redis'"):
+        ha_cluster.vip_address(VIPS, "redis")

@@ -1,0 +1,117 @@
+"""The scheduler tier: the CIB that the inventory declares, built offline with the
+pcs_cib module (pcs -f) and replayed with crm_simulate. No nodes needed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from halab.declared import declared
+from halab.modules import pcs_cib
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTROLLERS = ["overcloud-controller-0", "overcloud-controller-1", "overcloud-controller-2"]
+SPARE = "overcloud-controller-3"  # a node without any role attribute
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("pcs") is None or shutil.which("crm_simulate") is None,
+    reason="pcs and crm_simulate come with `make host-deps`",
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return declared(ROOT / "inventory" / "lab")
+
+
+@pytest.fixture(scope="module")
+def cib(tmp_path_factory, data) -> Path:
+    """The declared CIB on four nodes: the three controllers and a spare without roles."""
+    path = tmp_path_factory.mktemp("sched") / "cib.xml"
+    empty = subprocess.run(["cibadmin", "--empty"], capture_output=True, text=True,
+                           check=True).stdout
+    root = ET.fromstring(empty.replace("<cib ", '<cib have-quorum="1" ', 1))
+    nodes = root.find("configuration/nodes")
+    for i, name in enumerate([*CONTROLLERS, SPARE], start=1):
+        ET.SubElement(nodes, "node", id=str(i), uname=name)
+    path.write_text(ET.tostring(root, encoding="unicode"))
+    hv = data[CONTROLLERS[0]]
+    resources = []
+    for rsc in hv["pacemaker_resources"]:
+        # systemd units of the nodes do not exist on this host: pcs needs --force.
+        resources.append({**rsc, "force": True} if rsc["agent"].startswith("systemd:") else rsc)
+    params = {
+        "properties": hv["pacemaker_properties"],
+        "resource_defaults": hv["pacemaker_resource_defaults"],
+        "op_defaults": hv.get("pacemaker_op_defaults", {}),
+        "node_attributes": {h: data[h]["pacemaker_node_attributes"] for h in CONTROLLERS},
+        "resources": resources,
+        "groups": hv.get("pacemaker_groups", []),
+        "stonith": hv.get("pacemaker_stonith", []),
+        "constraints": hv["pacemaker_constraints"],
+        "cib_file": str(path),
+    }
+    assert pcs_cib.run(params)["changed"]
+    assert not pcs_cib.run(params)["changed"], "the declared CIB converges in one pass"
+    return path
+
+
+def simulate(cib: Path, out: Path, *args: str) -> dict[str, list[str]]:
+    """Run crm_simulate; return resource (or clone) id -> nodes where it ends up active."""
+    subprocess.run(["crm_simulate", "--xml-file", str(cib), "--simulate",
+                    "--save-output", str(out), *args],
+                   check=True, capture_output=True, text=True, timeout=120)
+    mon = subprocess.run(["crm_mon", "--one-shot", "--output-as=xml"], check=True,
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "CIB_file": str(out)}).stdout
+    placed: dict[str, list[str]] = {}
+    root = ET.fromstring(mon)
+    for res in root.iter("resource"):
+        owner = res.get("id")
+        for clone in root.iter("clone"):
+            if res in list(clone):
+                owner = clone.get("id")
+        placed.setdefault(owner, []).extend(n.get("name") for n in res.iter("node"))
+    return placed
+
+
+@pytest.fixture(scope="module")
+def steady(cib, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("steady") / "steady.xml"
+    up = [a for n in [*CONTROLLERS, SPARE] for a in ("--node-up", n)]
+    return out, simulate(cib, out, *up)
+
+
+def vip_ids(data) -> list[str]:
+    return [f"ip-{v['address']}" for v in data[CONTROLLERS[0]]["ha_vips"]]
+
+
+def test_clones_run_on_every_controller_and_never_on_a_node_without_the_role(steady, data):
+    _, placed = steady
+    for rsc in data[CONTROLLERS[0]]["pacemaker_resources"]:
+        if rsc.get("clone"):
+            assert sorted(placed[rsc["clone"]["id"]]) == CONTROLLERS, rsc["id"]
+
+
+def test_a_fresh_placement_spreads_the_vips_one_per_controller(steady, data):
+    _, placed = steady
+    owners = [placed[v][0] for v in vip_ids(data)]
+    assert all(len(placed[v]) == 1 for v in vip_ids(data))
+    assert SPARE not in owners
+    assert len(set(owners)) == min(len(owners), len(CONTROLLERS))
+
+
+def test_a_failed_controller_s_vips_move_to_the_survivors(steady, data, tmp_path):
+    state, placed = steady
+    victim = placed[vip_ids(data)[0]][0]
+    after = simulate(state, tmp_path / "failed.xml", "--node-fail", victim)
+    survivors = sorted(set(CONTROLLERS) - {victim})
+    for vip in vip_ids(data):
+        assert len(after[vip]) == 1 and after[vip][0] in survivors, vip
+    assert sorted(after["haproxy-clone"]) == survivors
+    assert SPARE not in sum(after.values(), [])
