@@ -3,6 +3,8 @@ once (name, network, address) and gets its resource and constraints the TripleO 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 from typing import Any
 
@@ -75,6 +77,14 @@ def vip_address(vips: list[dict], name: str) -> str:
     raise AnsibleFilterError(f"ha_vips has no VIP named {name!r}")
 
 
+def rabbitmq_password_hash(password: str, seed: str = "") -> str:
+    """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password)).
+    The 4-byte salt derives from `seed` and the password so the hash is stable between
+    runs (a changed definitions file would mean a needless restart)."""
+    salt = hashlib.sha256(f"{seed}:{password}".encode()).digest()[:4]
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -83,4 +93,5 @@ class FilterModule:
             "ha_role_locations": role_locations,
             "ha_merge_constraints": merge_constraints,
             "ha_vip_address": vip_address,
+            "rabbitmq_password_hash": rabbitmq_password_hash,
         }
