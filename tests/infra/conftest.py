@@ -75,14 +75,18 @@ def cluster_state(node) -> dict:
         "standby": {n.get("name") for n in mon.iter("node") if n.get("standby") == "true"},
         "failures": [f.attrib for f in mon.iter("failure")],
         "started": {},  # resource or clone id -> list of nodes (one entry per instance)
+        "roles": {},  # resource or clone id -> role -> nodes
     }
     for res in mon.iter("resource"):
         owner = res.get("id")
         for clone in mon.iter("clone"):
             if res in list(clone):
                 owner = clone.get("id")
-        if res.get("active") == "true":
-            state["started"].setdefault(owner, []).extend(n.get("name") for n in res.iter("node"))
+        if res.get("active") == "true" and res.get("failed") != "true":
+            where = [n.get("name") for n in res.iter("node")]
+            state["started"].setdefault(owner, []).extend(where)
+            roles = state["roles"].setdefault(owner, {})
+            roles.setdefault(res.get("role"), []).extend(where)
     return state
 
 
@@ -98,16 +102,37 @@ def healthy(node, inventory) -> dict | None:
     if not st["quorum"] or st["online"] != nodes or st["failures"]:
         return None
     for rsc in hv["pacemaker_resources"]:
-        if not isinstance(rsc, dict):
-            continue
         clone = rsc.get("clone") or rsc.get("promotable")
-        where = st["started"].get(clone["id"] if clone else rsc["id"], [])
+        rid = clone["id"] if clone else rsc["id"]
+        where = st["started"].get(rid, [])
         if clone and sorted(where) != sorted(nodes):
             return None
         if not clone and len(where) != 1:
             return None
+        if rsc.get("promotable"):
+            want = int(rsc["promotable"]["meta"].get("promoted-max", 1))
+            if len(st["roles"][rid].get("Promoted", [])) != min(want, len(nodes)):
+                return None
+            if any(role not in ("Promoted", "Unpromoted") for role in st["roles"][rid]):
+                return None
     return st
 
 
 def wait_healthy(node, inventory, timeout: float = 180) -> dict:
     return wait_for(lambda: healthy(node, inventory), timeout, 2, "a healthy cluster")
+
+
+def secret(inventory, name: str) -> str:
+    """A generated secret, read from the controller-side secrets directory."""
+    directory = Path(next(iter(inventory.values()))["ha_secrets_dir"])
+    return (directory / name).read_text().strip()
+
+
+def vip(inventory, name: str) -> str:
+    return next(v["address"] for v in next(iter(inventory.values()))["ha_vips"]
+                if v["name"] == name)
+
+
+def pytest_collection_modifyitems(items):
+    """Fault-injection modules (test_failover_*) run last: they change the cluster."""
+    items.sort(key=lambda item: item.module.__name__.startswith("test_failover_"))
