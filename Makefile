@@ -7,9 +7,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Host packages: nspawn and the image builder, pcs/crm_* for the offline CIB tier,
-# ssh for Ansible, python3-venv for the virtualenv on a fresh Debian.
+# ssh for Ansible, python3-venv for the virtualenv on a fresh Debian, vagrant to
+# validate the Vagrantfile.
 HOST_PACKAGES := systemd-container mmdebstrap dpkg-dev iproute2 util-linux openssh-client \
-	pcs pacemaker-cli-utils resource-agents python3-venv
+	pcs pacemaker-cli-utils resource-agents python3-venv vagrant vagrant-libvirt
 
 .PHONY: lab test host-deps lint unit molecule verify down status clean
 

@@ -1,0 +1,134 @@
+"""Every inventory (lab, vagrant, example) parses and passes the preflight data checks;
+crafted bad inventories fail with a message that names the variable; the Vagrantfile
+takes its machines from inventory/vagrant."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORIES = ["lab", "vagrant", "example"]
+ENV = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+
+
+def ansible(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, cwd=ROOT, env=ENV,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_inventory_graph_has_three_controllers(name):
+    proc = ansible("ansible-inventory", "-i", f"inventory/{name}", "--graph", "controllers")
+    assert proc.returncode == 0, proc.stderr
+    assert len(re.findall(r"\|--", proc.stdout)) == 3
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_site_playbook_syntax(name):
+    proc = ansible("ansible-playbook", "--syntax-check", "-i", f"inventory/{name}",
+                   "playbooks/site.yml")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_preflight_data_checks_pass(name):
+    proc = ansible("ansible-playbook", "-i", f"inventory/{name}", "playbooks/preflight.yml",
+                   "--tags", "preflight_data")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("name", INVENTORIES)
+def test_every_inventory_shares_the_cluster_data(name):
+    link = ROOT / "inventory" / name / "group_vars" / "controllers"
+    assert link.is_symlink()
+    assert link.resolve() == (ROOT / "inventory" / "shared" / "group_vars" / "controllers")
+
+
+def crafted(tmp_path: Path, change) -> Path:
+    """A copy of the lab inventory with one mistake made by `change(hosts_yaml)`."""
+    inv = tmp_path / "inv"
+    shutil.copytree(ROOT / "inventory" / "lab", inv, symlinks=False)
+    hosts = yaml.safe_load((inv / "hosts.yml").read_text())
+    vips = yaml.safe_load((inv / "group_vars" / "all" / "vips.yml").read_text())
+    change(hosts, vips)
+    (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    (inv / "group_vars" / "all" / "vips.yml").write_text(yaml.safe_dump(vips))
+    return inv
+
+
+def controllers(hosts):
+    return hosts["all"]["children"]["controllers"]["hosts"]
+
+
+def vip_outside(hosts, vips):
+    vips["ha_vips"][0]["address"] = "198.51.100.20"  # public VIP, in the internal range
+
+
+def no_interface(hosts, vips):
+    del hosts["all"]["vars"]["ha_networks"]["internal"]["interface"]
+
+
+def shared_address(hosts, vips):
+    ctl = controllers(hosts)
+    ctl["overcloud-controller-1"]["ha_addresses"]["internal"] = "198.51.100.10"
+
+
+def address_outside(hosts, vips):
+    controllers(hosts)["overcloud-controller-2"]["ha_addresses"]["external"] = "198.51.100.12"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (vip_outside, "ha_vips.public: 198.51.100.20 must lie inside ha_networks.external"),
+    (no_interface, "ha_networks.internal needs 'cidr'"),
+    (shared_address, "ha_addresses: 198.51.100.10 is set on more than one host"),
+    (address_outside, "overcloud-controller-2: ha_addresses.external (198.51.100.12)"),
+])
+def test_preflight_names_the_variable_of_a_bad_inventory(tmp_path, change, message):
+    inv = crafted(tmp_path, change)
+    proc = ansible("ansible-playbook", "-i", str(inv), "playbooks/preflight.yml",
+                   "--tags", "preflight_data")
+    assert proc.returncode != 0
+    flat = " ".join(proc.stdout.split())
+    assert message in flat, flat[-2000:]
+
+
+needs_vagrant = pytest.mark.skipif(shutil.which("vagrant") is None,
+                                   reason="vagrant comes with `make host-deps`")
+
+
+@needs_vagrant
+def test_vagrantfile_validates():
+    proc = subprocess.run(["vagrant", "validate"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@needs_vagrant
+def test_vagrant_machines_are_the_vagrant_inventory_s_controllers():
+    proc = subprocess.run(["vagrant", "status", "--machine-readable"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    machines = {line.split(",")[1] for line in proc.stdout.splitlines()
+                if line.split(",")[2:3] == ["state"]}
+    hosts = yaml.safe_load((ROOT / "inventory" / "vagrant" / "hosts.yml").read_text())
+    assert machines == set(controllers(hosts))
+
+
+def test_vagrantfile_hardcodes_no_address():
+    text = (ROOT / "Vagrantfile").read_text()
+    assert not re.search(r"\b\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}\b", text)
+
+
+def test_vagrant_networks_are_virtualbox_host_only_ranges():
+    import ipaddress
+    hosts = yaml.safe_load((ROOT / "inventory" / "vagrant" / "hosts.yml").read_text())
+    allowed = ipaddress.ip_network("192.168.56.0/21")
+    for net in hosts["all"]["vars"]["ha_networks"].values():
+        assert ipaddress.ip_network(net["cidr"]).subnet_of(allowed)
