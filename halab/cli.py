@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     inv = sub.add_parser("inventory", help="print the Ansible inventory of the lab")
     inv.add_argument("--write", metavar="PATH", help="write it to PATH instead")
     sub.add_parser("image", help="build (or show) the cached node image")
+    fencing = sub.add_parser("fencing", help="the host's power switch for fence_halab")
+    fencing.add_argument("action", choices=["start", "stop", "status"])
+    fenced = sub.add_parser("fenced")  # the daemon itself, started by `fencing start`
+    fenced.add_argument("action", choices=["serve"])
     args = p.parse_args(argv)
 
     try:
@@ -62,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
             os.execvp(cmd[0], [*cmd, *args.command])
         if args.cmd == "status":
             return lab.status(as_json=args.json)
+        if args.cmd == "fenced":
+            fenced.serve()
+            return 0
+        if args.cmd == "fencing" and args.action == "status":
+            pid = fenced.running_pid()
+            print(f"fencing: {'running, pid ' + str(pid) if pid else 'stopped'}"
+                  f" ({fenced.bind_address()}:{fenced.PORT})")
+            return 0 if pid else 3
         with _lock():
             started = time.monotonic()
             if args.cmd == "up":
@@ -70,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 lab.down()
             elif args.cmd == "image":
                 print(lab.image.ensure())
+            elif args.cmd == "fencing":
+                fenced.start() if args.action == "start" else fenced.stop()
             elif args.cmd == "heal":
                 lab.heal(topology.node(args.node) if args.node else None)
             else:

@@ -18,7 +18,7 @@ NAMES = (
     "pacemaker_cluster_name", "pacemaker_properties", "pacemaker_resource_defaults",
     "pacemaker_op_defaults", "pacemaker_resources", "pacemaker_groups", "pacemaker_stonith",
     "pacemaker_constraints", "pacemaker_node_attributes", "haproxy_services",
-    "haproxy_stats_vip", "rabbitmq_policies", "rabbitmq_users", "galera_users",
+    "haproxy_stats_vip", "rabbitmq_policies", "rabbitmq_users", "galera_users", "ha_fencing",
 )
 
 
@@ -32,4 +32,5 @@ def declared(inventory: str | Path, names: tuple[str, ...] = NAMES) -> dict[str,
                               timeout=180)
         if proc.returncode != 0:
             raise HalabError(f"templating {inventory} failed:\n{proc.stdout[-2000:]}")
-        return {p.stem: json.loads(p.read_text()) for p in sorted(Path(tmp).glob("*.json"))}
+        return {p.stem: {k: v for k, v in json.loads(p.read_text()).items() if v != "__undefined__"}
+                for p in sorted(Path(tmp).glob("*.json"))}

@@ -7,11 +7,12 @@ import shutil
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 
-from halab import image, net, nodes, topology
+from halab import fenced, image, net, nodes, topology
 from halab.errors import HalabError
 from halab.run import run
 
-__all__ = ["image", "nodes", "up", "down", "kill", "stop", "start", "isolate", "heal", "status"]
+__all__ = ["fenced", "image", "nodes", "up", "down", "kill", "stop", "start", "isolate", "heal",
+           "status"]
 
 
 def _require_tools() -> None:
@@ -44,11 +45,14 @@ def up() -> None:
     with ThreadPoolExecutor(max_workers=len(topology.NODES)) as pool:
         for fut in [pool.submit(nodes.wait_ssh, n) for n in booting]:
             fut.result()
+    fenced.start()
     for node in topology.NODES:
         print(f"up: {node.name} running, ssh root@{node.ssh_address}", flush=True)
+    print(f"up: fencing switch on {fenced.bind_address()}:{fenced.PORT}", flush=True)
 
 
 def down() -> None:
+    fenced.stop()
     for node in topology.NODES:
         nodes.destroy(node)
     net.teardown()

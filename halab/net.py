@@ -79,13 +79,25 @@ def ensure() -> None:
 
 
 def attach(node: topology.Node) -> None:
-    """Put a booted node's veths on their bridges (nspawn creates them unattached)."""
+    """Put a booted node's veths on their bridges (nspawn creates them unattached);
+    an isolated node's stay down."""
+    state = "down" if isolation_flag(node).exists() else "up"
     for net in topology.NETWORKS:
         run(["ip", "-n", topology.NETNS, "link", "set", node.veth(net),
-             "master", net.bridge, "up"])
+             "master", net.bridge, state])
+
+
+def isolation_flag(node: topology.Node) -> Path:
+    """Kept on disk so a partitioned node stays cut off when it reboots (fencing)."""
+    return topology.state_dir() / "nodes" / node.name / "isolated"
 
 
 def set_links(node: topology.Node, up: bool) -> None:
+    flag = isolation_flag(node)
+    if up:
+        flag.unlink(missing_ok=True)
+    elif flag.parent.exists():
+        flag.touch()
     for net in topology.NETWORKS:
         run(["ip", "-n", topology.NETNS, "link", "set", node.veth(net), "up" if up else "down"])
 

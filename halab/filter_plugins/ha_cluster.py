@@ -77,6 +77,32 @@ def vip_address(vips: list[dict], name: str) -> str:
     raise AnsibleFilterError(f"ha_vips has no VIP named {name!r}")
 
 
+def stonith_devices(hosts: list[str], fencing: dict, hostvars: Any) -> list[dict]:
+    """One fence device `fence-<host>` per controller (as TripleO made one IPMI device per
+    node): the shared options, the host's own ha_fence_options, pcmk_host_list=<host>."""
+    if not fencing:
+        return []
+    devices = []
+    for host in hosts:
+        own = dict(hostvars[host].get("ha_fence_options") or {})
+        options = {**fencing.get("options", {}), **own, "pcmk_host_list": host}
+        devices.append({
+            "id": f"fence-{host}",
+            "agent": fencing["agent"],
+            "options": {k: str(v) for k, v in options.items()},
+            "ops": [{"action": "monitor", "interval": fencing.get("monitor", "60s")}],
+        })
+    return devices
+
+
+def stonith_locations(hosts: list[str], fencing: dict) -> dict[str, list]:
+    """A node never runs the device that fences it."""
+    if not fencing:
+        return {}
+    return {"location": [{"resource": f"fence-{h}", "node": h, "score": "-INFINITY"}
+                         for h in hosts]}
+
+
 def rabbitmq_password_hash(password: str, seed: str = "") -> str:
     """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password)).
     The 4-byte salt derives from `seed` and the password so the hash is stable between
@@ -94,4 +120,6 @@ class FilterModule:
             "ha_merge_constraints": merge_constraints,
             "ha_vip_address": vip_address,
             "rabbitmq_password_hash": rabbitmq_password_hash,
+            "ha_stonith_devices": stonith_devices,
+            "ha_stonith_locations": stonith_locations,
         }

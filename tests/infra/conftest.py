@@ -136,3 +136,31 @@ def vip(inventory, name: str) -> str:
 def pytest_collection_modifyitems(items):
     """Fault-injection modules (test_failover_*) run last: they change the cluster."""
     items.sort(key=lambda item: item.module.__name__.startswith("test_failover_"))
+
+
+def halab(*args: str, timeout: float = 180) -> str:
+    """Run the lab's own CLI on the host (power and network faults)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "halab", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, f"halab {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+def init_pid(name: str) -> str | None:
+    """The node's init as the lab recorded it: it changes on every (re)boot."""
+    path = Path(os.environ.get("HALAB_STATE_DIR", "/var/lib/halab")) / "nodes" / name / "init.pid"
+    try:
+        return path.read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def fence_history(node, target: str) -> list[dict]:
+    """Completed fencing actions against `target`, as the cluster recorded them."""
+    out = node.run(f"stonith_admin --history {target} --output-as=xml")
+    if out.rc != 0:
+        return []
+    return [e.attrib for e in ET.fromstring(out.stdout).iter("fence_event")]

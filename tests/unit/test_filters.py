@@ -52,3 +52,20 @@ def test_vip_address_by_name():
     assert ha_cluster.vip_address(VIPS, "internal_api") == "198.51.100.50"
     with pytest.raises(AnsibleFilterError, match="no VIP named 'redis'"):
         ha_cluster.vip_address(VIPS, "redis")
+
+
+def test_one_fence_device_per_host_with_host_options_and_never_on_itself():
+    fencing = {"agent": "fence_ipmilan", "options": {"username": "admin", "password": "pw"}}
+    hostvars = {"a": {"ha_fence_options": {"ip": "192.0.2.10"}}, "b": {}}
+    devices = ha_cluster.stonith_devices(["a", "b"], fencing, hostvars)
+    assert [d["id"] for d in devices] == ["fence-a", "fence-b"]
+    assert devices[0]["options"] == {"username": "admin", "password": "pw",
+                                     "ip": "192.0.2.10", "pcmk_host_list": "a"}
+    assert devices[1]["options"]["pcmk_host_list"] == "b"
+    locs = ha_cluster.stonith_locations(["a", "b"], fencing)["location"]
+    assert {"resource": "fence-a", "node": "a", "score": "-INFINITY"} in locs
+
+
+def test_no_fencing_declared_means_no_devices():
+    assert ha_cluster.stonith_devices(["a"], {}, {}) == []
+    assert ha_cluster.stonith_locations(["a"], {}) == {}

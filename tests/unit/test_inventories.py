@@ -132,3 +132,82 @@ def test_vagrant_networks_are_virtualbox_host_only_ranges():
     allowed = ipaddress.ip_network("192.168.56.0/21")
     for net in hosts["all"]["vars"]["ha_networks"].values():
         assert ipaddress.ip_network(net["cidr"]).subnet_of(allowed)
+
+
+def fenced_example(tmp_path: Path, agent: str, shared: dict, per_host: dict | None) -> Path:
+    """The example inventory with fencing declared (what a user of real machines writes)."""
+    inv = tmp_path / "inv"
+    shutil.copytree(ROOT / "inventory" / "example", inv, symlinks=False)
+    site = inv / "group_vars" / "all" / "fencing.yml"
+    site.write_text(yaml.safe_dump({"ha_fencing": {"agent": agent, "options": shared}}))
+    if per_host is not None:
+        hosts = yaml.safe_load((inv / "hosts.yml").read_text())
+        for i, (_name, hv) in enumerate(controllers(hosts).items()):
+            hv["ha_fence_options"] = {k: v.format(i=i) for k, v in per_host.items()}
+        (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    return inv
+
+
+@pytest.mark.parametrize(("agent", "shared", "per_host", "missing"), [
+    ("fence_ipmilan", {"username": "admin"}, {"ip": "192.0.2.11{i}"}, "password"),
+    ("fence_ipmilan", {"username": "admin", "password": "x"}, None, "ip"),
+    ("fence_virsh", {"ip": "192.168.56.1", "username": "fencer"}, None, "plug"),
+])
+def test_preflight_rejects_incomplete_fencing_data(tmp_path, agent, shared, per_host, missing):
+    inv = fenced_example(tmp_path, agent, shared, per_host)
+    proc = ansible("ansible-playbook", "-i", str(inv), "playbooks/preflight.yml",
+                   "--tags", "preflight_data")
+    assert proc.returncode != 0
+    assert f"{agent} needs {missing}" in " ".join(proc.stdout.split())
+
+
+def test_an_unknown_fence_agent_is_rejected_by_the_argument_spec(tmp_path):
+    inv = fenced_example(tmp_path, "fence_nonesuch", {"ip": "x"}, None)
+    proc = ansible("ansible-playbook", "-i", str(inv), "playbooks/preflight.yml",
+                   "--tags", "preflight_data")
+    assert proc.returncode != 0
+    flat = " ".join(proc.stdout.split())
+    assert "ha_fencing" in flat and "fence_nonesuch" in flat
+
+
+@pytest.mark.skipif(shutil.which("pcs") is None, reason="pcs comes with `make host-deps`")
+def test_ipmi_fencing_for_real_machines_builds_the_right_cib(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from halab.declared import declared
+    from halab.modules import pcs_cib
+
+    inv = fenced_example(tmp_path, "fence_ipmilan",
+                         {"username": "admin", "password": "s3cret", "lanplus": "1"},
+                         {"ip": "192.0.2.11{i}", "pcmk_delay_base": "{i}s"})
+    data = declared(inv, ("pacemaker_stonith", "pacemaker_constraints", "pacemaker_properties"))
+    hv = next(iter(data.values()))
+    cib = tmp_path / "cib.xml"
+    empty = subprocess.run(["cibadmin", "--empty"], capture_output=True, text=True,
+                           check=True).stdout
+    root = ET.fromstring(empty)
+    for i, name in enumerate(data, start=1):
+        ET.SubElement(root.find("configuration/nodes"), "node", id=str(i), uname=name)
+    cib.write_text(ET.tostring(root, encoding="unicode"))
+    stonith_only = {"location": [c for c in hv["pacemaker_constraints"]["location"]
+                                 if c["resource"].startswith("fence-")]}
+    result = pcs_cib.run({
+        "properties": hv["pacemaker_properties"],
+        "stonith": [{**d, "force": True} for d in hv["pacemaker_stonith"]],  # not on this host
+        "constraints": stonith_only,
+        "cib_file": str(cib),
+    })
+    assert "s3cret" not in " ".join(result["commands"])
+    conf = ET.parse(cib).getroot().find("configuration")
+    devices = {p.get("id"): p for p in conf.iter("primitive")}
+    assert sorted(devices) == sorted(f"fence-{n}" for n in data)
+    for i, name in enumerate(data):
+        dev = devices[f"fence-{name}"]
+        assert (dev.get("class"), dev.get("type")) == ("stonith", "fence_ipmilan")
+        attrs = {nv.get("name"): nv.get("value") for nv in dev.iter("nvpair")}
+        assert attrs["ip"] == f"192.0.2.11{i}" and attrs["pcmk_host_list"] == name
+        assert attrs["pcmk_delay_base"] == f"{i}s" and attrs["username"] == "admin"
+    bans = {(c.get("rsc"), c.get("node"), c.get("score")) for c in conf.iter("rsc_location")}
+    assert bans == {(f"fence-{n}", n, "-INFINITY") for n in data}
+    props = {nv.get("name"): nv.get("value") for nv in conf.find("crm_config").iter("nvpair")}
+    assert props["stonith-enabled"] == "true"

@@ -52,7 +52,8 @@ def cib(tmp_path_factory, data) -> Path:
         "node_attributes": {h: data[h]["pacemaker_node_attributes"] for h in CONTROLLERS},
         "resources": resources,
         "groups": hv.get("pacemaker_groups", []),
-        "stonith": hv.get("pacemaker_stonith", []),
+        # fence_halab exists on the nodes only: pcs needs --force here too.
+        "stonith": [{**d, "force": True} for d in hv.get("pacemaker_stonith", [])],
         "constraints": hv["pacemaker_constraints"],
         "cib_file": str(path),
     }
@@ -62,10 +63,11 @@ def cib(tmp_path_factory, data) -> Path:
 
 
 def simulate(cib: Path, out: Path, *args: str) -> dict[str, list[str]]:
-    """Run crm_simulate; return resource (or clone) id -> nodes where it ends up active."""
-    subprocess.run(["crm_simulate", "--xml-file", str(cib), "--simulate",
-                    "--save-output", str(out), *args],
-                   check=True, capture_output=True, text=True, timeout=120)
+    """Run crm_simulate; return resource (or clone) id -> nodes where it ends up active
+    (and the planned transition's text under the key "transition")."""
+    proc = subprocess.run(["crm_simulate", "--xml-file", str(cib), "--simulate",
+                           "--save-output", str(out), *args],
+                          check=True, capture_output=True, text=True, timeout=120)
     mon = subprocess.run(["crm_mon", "--one-shot", "--output-as=xml"], check=True,
                          capture_output=True, text=True, timeout=60,
                          env={**os.environ, "CIB_file": str(out)}).stdout
@@ -77,6 +79,7 @@ def simulate(cib: Path, out: Path, *args: str) -> dict[str, list[str]]:
             if res in list(clone):
                 owner = clone.get("id")
         placed.setdefault(owner, []).extend(n.get("name") for n in res.iter("node"))
+    placed["transition"] = proc.stdout
     return placed
 
 
@@ -114,4 +117,20 @@ def test_a_failed_controller_s_vips_move_to_the_survivors(steady, data, tmp_path
     for vip in vip_ids(data):
         assert len(after[vip]) == 1 and after[vip][0] in survivors, vip
     assert sorted(after["haproxy-clone"]) == survivors
-    assert SPARE not in sum(after.values(), [])
+    # Fence devices may run anywhere but on their target; services never on the spare.
+    services = (v for k, v in after.items() if k != "transition" and not k.startswith("fence-"))
+    assert SPARE not in sum(services, [])
+    if data[CONTROLLERS[0]].get("ha_fencing"):
+        # With fencing, the lost node is fenced before anything moves off it.
+        assert f"Fence (reboot) {victim}" in after["transition"]
+
+
+def test_every_controller_has_a_fence_device_that_never_runs_on_itself(steady, data):
+    hv = data[CONTROLLERS[0]]
+    if not hv.get("ha_fencing"):
+        pytest.skip("this inventory declares no fencing")
+    _, placed = steady
+    for node in CONTROLLERS:
+        device = f"fence-{node}"
+        assert len(placed[device]) == 1 and placed[device][0] != node, device
+    assert hv["pacemaker_properties"]["stonith-enabled"] == "true"

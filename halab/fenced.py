@@ -1,0 +1,208 @@
+"""The lab's power switch for fencing: a small HTTP daemon on the host's internal lab
+address that powers lab nodes off and on for the fence_halab agent on the nodes.
+
+Access is limited the way fence_xvm limits it: a shared key (HMAC-SHA256 over the
+request, with a timestamp and a nonce against replays), requests only from the lab's
+internal network, and only four actions (on, off, status, list) on lab nodes."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import ipaddress
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from halab import net, nodes, topology
+from halab.errors import HalabError
+
+PORT = 1229  # fence_xvm's port
+MAX_SKEW = 30  # seconds a signed request stays valid
+ACTIONS = ("on", "off", "status", "list")
+
+
+def key_path() -> Path:
+    return topology.state_dir() / "secrets" / "fence_halab_key"
+
+
+def pid_path() -> Path:
+    return topology.state_dir() / "fenced.pid"
+
+
+def log_path() -> Path:
+    return topology.state_dir() / "fenced.log"
+
+
+def ensure_key() -> str:
+    path = key_path()
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
+
+
+def sign(key: str, body: bytes) -> str:
+    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def bind_address() -> str:
+    return next(n.host_address for n in topology.NETWORKS if n.name == topology.MANAGEMENT)
+
+
+def lab_network() -> ipaddress.IPv4Network:
+    return ipaddress.ip_network(next(n.cidr for n in topology.NETWORKS
+                                     if n.name == topology.MANAGEMENT))
+
+
+class Switch:
+    """Validates requests and acts on nodes; one power action at a time."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self.seen: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def check(self, body: bytes, signature: str, peer: str) -> dict:
+        if ipaddress.ip_address(peer) not in lab_network():
+            raise PermissionError(f"request from {peer}, outside the lab network")
+        if not hmac.compare_digest(sign(self.key, body), signature or ""):
+            raise PermissionError("bad signature")
+        req = json.loads(body)
+        now = time.time()
+        if abs(now - float(req.get("ts", 0))) > MAX_SKEW:
+            raise PermissionError("stale request")
+        nonce = str(req.get("nonce", ""))
+        with self.lock:
+            self.seen = {n: t for n, t in self.seen.items() if now - t < 2 * MAX_SKEW}
+            if not nonce or nonce in self.seen:
+                raise PermissionError("replayed request")
+            self.seen[nonce] = now
+        if req.get("action") not in ACTIONS:
+            raise ValueError(f"unknown action {req.get('action')!r}")
+        if req["action"] != "list":
+            topology.node(str(req.get("node", "")))  # raises for a non-lab node
+        return req
+
+    def act(self, req: dict) -> dict:
+        if req["action"] == "list":
+            return {"nodes": {n.name: _power(n) for n in topology.NODES}}
+        node = topology.node(req["node"])
+        with self.lock, _lab_lock():
+            if req["action"] == "off" and nodes.is_running(node):
+                nodes.kill(node)
+            elif req["action"] == "on" and not nodes.is_running(node):
+                nodes.start(node, wait=False)
+        return {"node": node.name, "status": _power(node)}
+
+
+def _power(node: topology.Node) -> str:
+    return "on" if nodes.is_running(node) else "off"
+
+
+class _lab_lock:  # noqa: N801 - used as a context manager
+    """The CLI's lock, with a bounded wait: fencing must not hang behind `halab start`."""
+
+    def __enter__(self):
+        self.fh = open(topology.state_dir() / "lock", "w")  # noqa: SIM115
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        return self  # act anyway: a fence request beats a slow CLI command
+
+    def __exit__(self, *exc):
+        self.fh.close()
+
+
+def serve() -> None:
+    switch = Switch(ensure_key())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(min(int(self.headers.get("Content-Length", 0)), 4096))
+            try:
+                req = switch.check(body, self.headers.get("X-Halab-Signature", ""),
+                                   self.client_address[0])
+                reply, code = switch.act(req), 200
+            except PermissionError as exc:
+                reply, code = {"error": str(exc)}, 403
+            except (ValueError, HalabError) as exc:
+                reply, code = {"error": str(exc)}, 400
+            data = json.dumps(reply).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            print(f"{time.strftime('%F %T')} {self.client_address[0]} "
+                  f"{body[:200].decode(errors='replace')} -> {code} {reply}", flush=True)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    ThreadingHTTPServer((bind_address(), PORT), Handler).serve_forever()
+
+
+def running_pid() -> int | None:
+    try:
+        pid = int(pid_path().read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if b"halab" in cmdline and b"fenced" in cmdline else None
+
+
+def start() -> None:
+    """Start the daemon in the background unless it runs (needs the lab network)."""
+    if running_pid():
+        return
+    if not net.netns_alive():
+        raise HalabError("the lab is not up: run `halab up`")
+    ensure_key()
+    with log_path().open("a") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "halab", "fenced", "serve"],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    pid_path().write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 10
+    import socket
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise HalabError(f"fence daemon exited at start (log: {log_path()})")
+        try:
+            with socket.create_connection((bind_address(), PORT), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise HalabError(f"fence daemon does not listen on {bind_address()}:{PORT} "
+                     f"(log: {log_path()})")
+
+
+def stop() -> None:
+    pid = running_pid()
+    if pid is None:
+        pid_path().unlink(missing_ok=True)
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and nodes._pid_alive(pid):
+        time.sleep(0.1)
+    if nodes._pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    pid_path().unlink(missing_ok=True)
