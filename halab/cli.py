@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from halab import lab, topology
+from halab import fenced, lab, topology
 from halab.errors import HalabError
 
 
@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("image", help="build (or show) the cached node image")
     fencing = sub.add_parser("fencing", help="the host's power switch for fence_halab")
     fencing.add_argument("action", choices=["start", "stop", "status"])
-    fenced = sub.add_parser("fenced")  # the daemon itself, started by `fencing start`
-    fenced.add_argument("action", choices=["serve"])
+    daemon = sub.add_parser("fenced")  # the daemon itself, started by `fencing start`
+    daemon.add_argument("action", choices=["serve"])
     args = p.parse_args(argv)
 
     try:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "fencing" and args.action == "status":
             pid = fenced.running_pid()
             print(f"fencing: {'running, pid ' + str(pid) if pid else 'stopped'}"
-                  f" ({fenced.bind_address()}:{fenced.PORT})")
+                  f" ({fenced.bind_address()}:{fenced.port()})")
             return 0 if pid else 3
         with _lock():
             started = time.monotonic()

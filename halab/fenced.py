@@ -57,12 +57,18 @@ def sign(key: str, body: bytes) -> str:
 
 
 def bind_address() -> str:
-    return next(n.host_address for n in topology.NETWORKS if n.name == topology.MANAGEMENT)
+    # Tests run the switch on loopback; the lab binds the host's internal address.
+    return os.environ.get("HALAB_FENCED_ADDRESS") or next(
+        n.host_address for n in topology.NETWORKS if n.name == topology.MANAGEMENT)
+
+
+def port() -> int:
+    return int(os.environ.get("HALAB_FENCED_PORT", PORT))
 
 
 def lab_network() -> ipaddress.IPv4Network:
-    return ipaddress.ip_network(next(n.cidr for n in topology.NETWORKS
-                                     if n.name == topology.MANAGEMENT))
+    return ipaddress.ip_network(os.environ.get("HALAB_FENCED_CLIENTS") or next(
+        n.cidr for n in topology.NETWORKS if n.name == topology.MANAGEMENT))
 
 
 class Switch:
@@ -156,7 +162,7 @@ def serve() -> None:
         def log_message(self, *args) -> None:
             pass
 
-    ThreadingHTTPServer((bind_address(), PORT), Handler).serve_forever()
+    ThreadingHTTPServer((bind_address(), port()), Handler).serve_forever()
 
 
 def running_pid() -> int | None:
@@ -186,11 +192,11 @@ def start() -> None:
         if proc.poll() is not None:
             raise HalabError(f"fence daemon exited at start (log: {log_path()})")
         try:
-            with socket.create_connection((bind_address(), PORT), timeout=0.5):
+            with socket.create_connection((bind_address(), port()), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    raise HalabError(f"fence daemon does not listen on {bind_address()}:{PORT} "
+    raise HalabError(f"fence daemon does not listen on {bind_address()}:{port()} "
                      f"(log: {log_path()})")
 
 

@@ -48,7 +48,7 @@ def up() -> None:
     fenced.start()
     for node in topology.NODES:
         print(f"up: {node.name} running, ssh root@{node.ssh_address}", flush=True)
-    print(f"up: fencing switch on {fenced.bind_address()}:{fenced.PORT}", flush=True)
+    print(f"up: fencing switch on {fenced.bind_address()}:{fenced.port()}", flush=True)
 
 
 def down() -> None:

@@ -115,6 +115,10 @@ def healthy(node, inventory) -> dict | None:
                 return None
             if any(role not in ("Promoted", "Unpromoted") for role in st["roles"][rid]):
                 return None
+    for dev in hv.get("pacemaker_stonith", []):
+        where = st["started"].get(dev["id"], [])
+        if len(where) != 1 or where[0] == dev["options"].get("pcmk_host_list"):
+            return None
     return st
 
 

@@ -114,3 +114,40 @@ def test_cib_resources_are_exactly_the_declared_ones(any_node, inventory):
         if r.get("clone") or r.get("promotable")
     }
     assert live_clones == declared_clones
+
+
+def test_fencing_is_on_with_one_device_per_node_never_on_its_target(any_node, inventory):
+    hv = next(iter(inventory.values()))
+    if not hv.get("ha_fencing"):
+        assert any_node.check_output(
+            "crm_attribute --type crm_config --name stonith-enabled --query --quiet") == "false"
+        return
+    assert any_node.check_output(
+        "crm_attribute --type crm_config --name stonith-enabled --query --quiet") == "true"
+    from conftest import cluster_state
+
+    started = cluster_state(any_node)["started"]
+    for name in inventory:
+        where = started.get(f"fence-{name}", [])
+        assert len(where) == 1 and where[0] != name, name
+
+
+def test_the_fence_agent_follows_fence_agents_conventions(host, inventory):
+    hv = inventory[host.backend.get_hostname()]
+    if not hv.get("ha_fencing"):
+        return
+    agent = hv["ha_fencing"]["agent"]
+    meta = ET.fromstring(host.check_output(f"{agent} -o metadata"))
+    assert meta.get("name") == agent
+    actions = {a.get("name") for a in meta.iter("action")}
+    assert {"on", "off", "reboot", "status", "list", "monitor", "metadata"} <= actions
+    described = host.check_output(f"pcs stonith describe {agent}")
+    assert agent in described and "ip" in described
+    # Options on stdin, as Pacemaker passes them.
+    opts = {**hv["ha_fencing"]["options"], "action": "status",
+            "plug": host.backend.get_hostname()}
+    stdin = "\\n".join(f"{k}={v}" for k, v in opts.items())
+    out = host.run(f"printf '{stdin}\\n' | {agent}")
+    assert out.rc == 0 and "ON" in out.stdout.upper()
+    key = host.file(hv["ha_fencing"]["options"]["key_file"])
+    assert key.mode == 0o600 and key.user == "root"

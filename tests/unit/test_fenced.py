@@ -71,3 +71,53 @@ def test_only_lab_nodes(switch):
     body, sig = signed(action="off", node="the-host")
     with pytest.raises(fenced.HalabError, match="unknown node"):
         switch.check(body, sig, LAB_PEER)
+
+
+def test_the_switch_daemon_answers_signed_requests_over_http(tmp_path):
+    """The real daemon (`halab fenced serve`) on loopback: list works with the key,
+    and a request signed with another key is refused with 403."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from urllib import error, request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    env = {**os.environ, "HALAB_STATE_DIR": str(tmp_path), "HALAB_FENCED_ADDRESS": "127.0.0.1",
+           "HALAB_FENCED_PORT": str(free), "HALAB_FENCED_CLIENTS": "127.0.0.0/8"}
+    proc = subprocess.Popen([sys.executable, "-m", "halab", "fenced", "serve"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", free), timeout=0.5).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "the switch never listened"
+                time.sleep(0.1)
+        key = (tmp_path / "secrets" / "fence_halab_key").read_text().strip()
+
+        def post(signing_key: str):
+            body = json.dumps({"action": "list", "ts": time.time(),
+                               "nonce": os.urandom(8).hex()}).encode()
+            req = request.Request(f"http://127.0.0.1:{free}/power", data=body, method="POST",
+                                  headers={"X-Halab-Signature": fenced.sign(signing_key, body)})
+            try:
+                with request.urlopen(req, timeout=5) as resp:
+                    return resp.status, json.loads(resp.read())
+            except error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        status, reply = post(key)
+        assert status == 200
+        assert set(reply["nodes"]) == {f"overcloud-controller-{i}" for i in range(3)}
+        assert set(reply["nodes"].values()) == {"off"}
+        assert post("not-the-key")[0] == 403
+        assert (tmp_path / "secrets" / "fence_halab_key").stat().st_mode & 0o777 == 0o600
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
