@@ -163,8 +163,23 @@ def init_pid(name: str) -> str | None:
 
 
 def fence_history(node, target: str) -> list[dict]:
-    """Completed fencing actions against `target`, as the cluster recorded them."""
-    out = node.run(f"stonith_admin --history {target} --output-as=xml")
+    """Every fencing action against `target` the cluster recorded (--verbose: without it
+    only the latest shows), with `completed` also as epoch seconds in `at`."""
+    import calendar
+
+    out = node.run(f"stonith_admin --history {target} --verbose --output-as=xml")
     if out.rc != 0:
         return []
-    return [e.attrib for e in ET.fromstring(out.stdout).iter("fence_event")]
+    events = []
+    for e in ET.fromstring(out.stdout).iter("fence_event"):
+        ev = dict(e.attrib)
+        if ev.get("completed"):
+            ev["at"] = calendar.timegm(time.strptime(ev["completed"], "%Y-%m-%d %H:%M:%SZ"))
+        events.append(ev)
+    return events
+
+
+def fenced_since(node, target: str, since: float, status: str = "success") -> list[dict]:
+    """Fencing actions against `target` completed (to the second) at or after `since`."""
+    return [e for e in fence_history(node, target)
+            if e.get("status") == status and e.get("at", 0) >= int(since)]
