@@ -27,6 +27,10 @@ from halab.errors import HalabError
 
 PORT = 1229  # fence_xvm's port
 MAX_SKEW = 30  # seconds a signed request stays valid
+# Power on, then the machine boots this much later (a real one spends longer in POST).
+# Without it a node fenced by reboot rejoins before the cluster has finished recording
+# its fencing, learns it "was fenced" and stops itself (fence-reaction=stop).
+BOOT_DELAY = 5.0
 ACTIONS = ("on", "off", "status", "list")
 
 
@@ -74,10 +78,12 @@ def lab_network() -> ipaddress.IPv4Network:
 class Switch:
     """Validates requests and acts on nodes; one power action at a time."""
 
-    def __init__(self, key: str):
+    def __init__(self, key: str, boot_delay: float = BOOT_DELAY):
         self.key = key
         self.seen: dict[str, float] = {}
         self.lock = threading.Lock()
+        self.boot_delay = boot_delay
+        self.booting: set[str] = set()  # powered on, still in "POST"
 
     def check(self, body: bytes, signature: str, peer: str) -> dict:
         if ipaddress.ip_address(peer) not in lab_network():
@@ -102,18 +108,30 @@ class Switch:
 
     def act(self, req: dict) -> dict:
         if req["action"] == "list":
-            return {"nodes": {n.name: _power(n) for n in topology.NODES}}
+            return {"nodes": {n.name: self.power(n) for n in topology.NODES}}
         node = topology.node(req["node"])
-        with self.lock, _lab_lock():
+        with self.lock:
             if req["action"] == "off" and nodes.is_running(node):
-                nodes.kill(node)
-            elif req["action"] == "on" and not nodes.is_running(node):
-                nodes.start(node, wait=False)
-        return {"node": node.name, "status": _power(node)}
+                with _lab_lock():
+                    nodes.kill(node)
+            elif (req["action"] == "on" and not nodes.is_running(node)
+                  and node.name not in self.booting):
+                self.booting.add(node.name)
+                threading.Timer(self.boot_delay, self._boot, args=(node,)).start()
+        return {"node": node.name, "status": self.power(node)}
 
+    def _boot(self, node: topology.Node) -> None:
+        try:
+            with self.lock, _lab_lock():
+                if not nodes.is_running(node):
+                    nodes.start(node, wait=False)
+        except HalabError as exc:
+            print(f"{time.strftime('%F %T')} boot of {node.name} failed: {exc}", flush=True)
+        finally:
+            self.booting.discard(node.name)
 
-def _power(node: topology.Node) -> str:
-    return "on" if nodes.is_running(node) else "off"
+    def power(self, node: topology.Node) -> str:
+        return "on" if node.name in self.booting or nodes.is_running(node) else "off"
 
 
 class _lab_lock:  # noqa: N801 - used as a context manager

@@ -83,11 +83,12 @@ def isolate(node: topology.Node) -> None:
 
 
 def heal(node: topology.Node | None) -> None:
+    """Reconnect; a node that is down (fenced, booting) comes back connected."""
     for n in [node] if node else topology.NODES:
         if nodes.is_running(n):
             net.set_links(n, up=True)
-        elif node:
-            raise HalabError(f"{n.name} is not running")
+        else:
+            net.isolation_flag(n).unlink(missing_ok=True)
 
 
 def _cluster_view() -> dict | None:

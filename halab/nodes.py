@@ -135,7 +135,9 @@ def _write_identity(node: topology.Node, root: Path) -> None:
     netdir.mkdir(parents=True, exist_ok=True)
     for n in topology.NETWORKS:
         (netdir / f"10-{n.node_if}.network").write_text(
-            f"[Match]\nName={n.node_if}\n\n[Network]\n"
+            # Static addresses: "online" must not wait for carrier, or a node booting
+            # while partitioned never starts corosync (network-online.target fails).
+            f"[Match]\nName={n.node_if}\n\n[Link]\nRequiredForOnline=no\n\n[Network]\n"
             f"Address={node.address(n.name)}/{n.prefixlen}\n"
             "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
         )
