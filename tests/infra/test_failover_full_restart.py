@@ -34,7 +34,7 @@ def test_full_cluster_stop_and_start(any_node, nodes, inventory):
             # An operator then starts that node locally; the test does the same and
             # says so, since what is under test is the cluster coming back.
             print(f"\npcs cluster start --all: rc={result.rc}: {result.stderr.strip()}")
-            for name, node in nodes.items():
+            for node in nodes.values():
                 if node.run("systemctl is-active pacemaker").rc != 0:
                     node.check_output("pcs cluster start")
     wait_healthy(any_node, inventory, timeout=420)
