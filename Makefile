@@ -12,7 +12,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 HOST_PACKAGES := systemd-container mmdebstrap dpkg-dev iproute2 util-linux openssh-client \
 	pcs pacemaker-cli-utils resource-agents python3-venv vagrant vagrant-libvirt
 
-.PHONY: lab test host-deps lint unit molecule verify down status clean
+.PHONY: lab test host-deps lint unit molecule verify down status clean failover-report
 
 lab: host-deps ## boot the lab and converge the cluster (first run ~3 min, then ~20 s)
 	halab up
@@ -55,6 +55,12 @@ molecule: host-deps
 verify: host-deps ## the testinfra suite against a running lab
 	pytest tests/infra -p no:cacheprovider --hosts=ansible://controllers \
 	  --ansible-inventory=inventory/lab -q
+
+# Each report scenario RUNS times, with corosync's default token and a tuned one.
+RUNS ?= 3
+SCENARIOS ?=
+failover-report: host-deps ## failover figures: reports/failover-<time>.{json,md,png}
+	halab failover --runs $(RUNS) --token default --token 1000 --out reports $(SCENARIOS)
 
 status:
 	halab status

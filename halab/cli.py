@@ -20,6 +20,24 @@ def _lock():
     return fh
 
 
+def _failover(args) -> int:
+    from halab import failover
+    from halab.declared import ROOT, declared
+
+    if args.list:
+        print("\n".join(failover.CATALOGUE))
+        return 0
+    names = args.scenarios or list(failover.REPORT_SCENARIOS)
+    unknown = sorted(set(names) - set(failover.CATALOGUE))
+    if unknown:
+        raise HalabError(f"unknown scenario(s): {', '.join(unknown)} (see --list)")
+    tokens = [None if t == "default" else int(t) for t in args.token or ["default"]]
+    lab_ = failover.Lab(declared(ROOT / "inventory" / "lab"))
+    for path in failover.campaign(lab_, names, args.runs, tokens, args.out):
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="halab", description="The openstack-ha-lab node lab.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -43,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("image", help="build (or show) the cached node image")
     fencing = sub.add_parser("fencing", help="the host's power switch for fence_halab")
     fencing.add_argument("action", choices=["start", "stop", "status"])
+    fo = sub.add_parser("failover", help="run failover scenarios and write the report")
+    fo.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                    help="names from the catalogue (default: the report's set)")
+    fo.add_argument("--runs", type=int, default=3, help="runs of each scenario")
+    fo.add_argument("--token", action="append", default=[], metavar="MS",
+                    help="corosync token timeout to test ('default' = corosync's); repeat")
+    fo.add_argument("--out", default="reports", help="report directory")
+    fo.add_argument("--list", action="store_true", help="list the catalogue")
     daemon = sub.add_parser("fenced")  # the daemon itself, started by `fencing start`
     daemon.add_argument("action", choices=["serve"])
     args = p.parse_args(argv)
@@ -66,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             os.execvp(cmd[0], [*cmd, *args.command])
         if args.cmd == "status":
             return lab.status(as_json=args.json)
+        if args.cmd == "failover":
+            return _failover(args)
         if args.cmd == "fenced":
             fenced.serve()
             return 0

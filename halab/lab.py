@@ -7,7 +7,7 @@ import shutil
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 
-from halab import fenced, image, net, nodes, topology
+from halab import cluster, fenced, image, net, nodes, topology
 from halab.errors import HalabError
 from halab.run import run
 
@@ -118,21 +118,13 @@ def parse_crm_mon(text: str) -> dict:
         "failures": [f.attrib for f in root.iter("failure")],
     }
     for res in root.iter("resource"):
-        parent = _owner(root, res)
+        parent = cluster.owner(root, res)
         where = [n.get("name") for n in res.findall("node")]
         entry = view["resources"].setdefault(parent, {})
         role = res.get("role", "Stopped")
         for name in where or ["-"]:
             entry.setdefault(role, []).append(name)
     return view
-
-
-def _owner(root: ET.Element, res: ET.Element) -> str:
-    """A clone or group id for members of one, else the resource's own id."""
-    for container in list(root.iter("clone")) + list(root.iter("group")):
-        if res in list(container.iter("resource")):
-            return container.get("id")
-    return res.get("id")
 
 
 def status(as_json: bool = False) -> int:

@@ -148,8 +148,31 @@ def _write_identity(node: topology.Node, root: Path) -> None:
     keys.chmod(0o600)
 
 
+# The nspawn processes this process started: kept so they are reaped (the fence
+# daemon lives long and boots nodes again and again).
+_children: dict[str, subprocess.Popen] = {}
+
+
+def _clear_stale_links(node: topology.Node) -> None:
+    """A killed node's veths go only when the kernel has torn down its network
+    namespace, which lags under load; nspawn cannot create them while they exist."""
+    def gone() -> bool:
+        return not any(net.link_exists(node.veth(n), netns=True) for n in topology.NETWORKS)
+
+    if _wait(gone, 10, interval=0.5):
+        return
+    for n in topology.NETWORKS:
+        if net.link_exists(node.veth(n), netns=True):
+            run(["ip", "-n", topology.NETNS, "link", "delete", node.veth(n)], check=False)
+    if not _wait(gone, 10, interval=0.5):
+        raise HalabError(f"{node.name}: its old network links do not go away")
+
+
 def _boot(node: topology.Node) -> None:
     d = NodeDir(node)
+    for proc in list(_children.values()):
+        proc.poll()
+    _clear_stale_links(node)
     cmd = [
         "nsenter", f"--net={net.NETNS_PATH}",
         "systemd-nspawn", "--boot", "--register=no", "--keep-unit",
@@ -163,6 +186,7 @@ def _boot(node: topology.Node) -> None:
         log.flush()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+    _children[node.name] = proc
     d.pidfile.write_text(f"{proc.pid}\n")
     _record_init(node, proc.pid)
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import testinfra
 import yaml
 
+from halab import cluster
 from halab.declared import declared
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,10 +48,6 @@ def setting(hostvars: dict, role: str, name: str):
     return defaults[name]
 
 
-def crm_mon(node) -> ET.Element:
-    return ET.fromstring(node.check_output("crm_mon --one-shot --output-as=xml"))
-
-
 def wait_for(condition, timeout: float, interval: float = 1.0, what: str = "condition"):
     """Poll `condition` until it returns a truthy value; fail with `what` at the deadline."""
     deadline = time.monotonic() + timeout
@@ -66,60 +62,16 @@ def wait_for(condition, timeout: float, interval: float = 1.0, what: str = "cond
 
 def cluster_state(node) -> dict:
     """crm_mon reduced to what the health gate and the tests look at."""
-    mon = crm_mon(node)
-    dc = mon.find("summary/current_dc")
-    state = {
-        "quorum": dc is not None and dc.get("with_quorum") == "true",
-        "online": {n.get("name") for n in mon.iter("node")
-                   if n.get("online") == "true" and n.get("standby") != "true"},
-        "standby": {n.get("name") for n in mon.iter("node") if n.get("standby") == "true"},
-        "failures": [f.attrib for f in mon.iter("failure")],
-        "started": {},  # resource or clone id -> list of nodes (one entry per instance)
-        "roles": {},  # resource or clone id -> role -> nodes
-    }
-    for res in mon.iter("resource"):
-        owner = res.get("id")
-        for clone in mon.iter("clone"):
-            if res in list(clone):
-                owner = clone.get("id")
-        if res.get("active") == "true" and res.get("failed") != "true":
-            where = [n.get("name") for n in res.iter("node")]
-            state["started"].setdefault(owner, []).extend(where)
-            roles = state["roles"].setdefault(owner, {})
-            roles.setdefault(res.get("role"), []).extend(where)
-    return state
+    return cluster.state(node.check_output(cluster.CRM_MON))
 
 
 def healthy(node, inventory) -> dict | None:
-    """The declared steady state: every node online, every clone everywhere, every
-    primitive once, no failed actions. Returns the state when healthy, else None."""
+    """The cluster's state when it is the declared steady state, else None."""
     try:
         st = cluster_state(node)
     except Exception:  # a node mid-restart answers nothing useful
         return None
-    hv = next(iter(inventory.values()))
-    nodes = set(inventory)
-    if not st["quorum"] or st["online"] != nodes or st["failures"]:
-        return None
-    for rsc in hv["pacemaker_resources"]:
-        clone = rsc.get("clone") or rsc.get("promotable")
-        rid = clone["id"] if clone else rsc["id"]
-        where = st["started"].get(rid, [])
-        if clone and sorted(where) != sorted(nodes):
-            return None
-        if not clone and len(where) != 1:
-            return None
-        if rsc.get("promotable"):
-            want = int(rsc["promotable"]["meta"].get("promoted-max", 1))
-            if len(st["roles"][rid].get("Promoted", [])) != min(want, len(nodes)):
-                return None
-            if any(role not in ("Promoted", "Unpromoted") for role in st["roles"][rid]):
-                return None
-    for dev in hv.get("pacemaker_stonith", []):
-        where = st["started"].get(dev["id"], [])
-        if len(where) != 1 or where[0] == dev["options"].get("pcmk_host_list"):
-            return None
-    return st
+    return None if cluster.unhealthy(st, next(iter(inventory.values())), set(inventory)) else st
 
 
 def wait_healthy(node, inventory, timeout: float = 180) -> dict:
@@ -163,20 +115,9 @@ def init_pid(name: str) -> str | None:
 
 
 def fence_history(node, target: str) -> list[dict]:
-    """Every fencing action against `target` the cluster recorded (--verbose: without it
-    only the latest shows), with `completed` also as epoch seconds in `at`."""
-    import calendar
-
-    out = node.run(f"stonith_admin --history {target} --verbose --output-as=xml")
-    if out.rc != 0:
-        return []
-    events = []
-    for e in ET.fromstring(out.stdout).iter("fence_event"):
-        ev = dict(e.attrib)
-        if ev.get("completed"):
-            ev["at"] = calendar.timegm(time.strptime(ev["completed"], "%Y-%m-%d %H:%M:%SZ"))
-        events.append(ev)
-    return events
+    """Every fencing action against `target` the cluster recorded."""
+    out = node.run(cluster.fence_history_command(target))
+    return cluster.fence_events(out.stdout) if out.rc == 0 else []
 
 
 def fenced_since(node, target: str, since: float, status: str = "success") -> list[dict]:

@@ -10,6 +10,7 @@ from urllib import error, request
 
 import pytest
 from conftest import cluster_state
+from conftest import vip as vip_address
 
 
 def any_vars(inventory) -> dict:
@@ -92,6 +93,15 @@ def test_stats_page_answers_on_the_vip_and_needs_its_password(inventory):
     assert http_status(url) == 401
     assert http_status(url, "admin", "wrong-password") == 401
     assert http_status(url, "admin", stats_password(inventory)) == 200
+
+
+def test_health_endpoint_answers_on_its_vips(inventory):
+    hv = any_vars(inventory)
+    assert hv["haproxy_monitor_vips"]
+    for name in hv["haproxy_monitor_vips"]:
+        url = f"http://{vip_address(inventory, name)}:{hv['haproxy_monitor_port']}/healthz"
+        assert http_status(url) == 200, url
+        assert http_status(url.replace("/healthz", "/other")) == 503, url
 
 
 def test_haproxy_listens_on_the_vip_on_every_node(host, inventory):

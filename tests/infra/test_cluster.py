@@ -6,11 +6,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import crm_mon, setting
+from conftest import setting
+
+from halab import cluster
 
 
 def test_every_node_online_with_quorum(any_node, inventory):
-    mon = crm_mon(any_node)
+    mon = ET.fromstring(any_node.check_output(cluster.CRM_MON))
     dc = mon.find("summary/current_dc")
     assert dc is not None and dc.get("with_quorum") == "true"
     online = {n.get("name") for n in mon.iter("node") if n.get("online") == "true"}

@@ -7,10 +7,12 @@ import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
+from halab import cluster
 from halab.declared import declared
 from halab.modules import pcs_cib
 
@@ -71,14 +73,7 @@ def simulate(cib: Path, out: Path, *args: str) -> dict[str, list[str]]:
     mon = subprocess.run(["crm_mon", "--one-shot", "--output-as=xml"], check=True,
                          capture_output=True, text=True, timeout=60,
                          env={**os.environ, "CIB_file": str(out)}).stdout
-    placed: dict[str, list[str]] = {}
-    root = ET.fromstring(mon)
-    for res in root.iter("resource"):
-        owner = res.get("id")
-        for clone in root.iter("clone"):
-            if res in list(clone):
-                owner = clone.get("id")
-        placed.setdefault(owner, []).extend(n.get("name") for n in res.iter("node"))
+    placed = defaultdict(list, cluster.state(mon)["started"])
     placed["transition"] = proc.stdout
     return placed
 

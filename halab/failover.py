@@ -1,0 +1,586 @@
+"""The failover catalogue: each scenario starts from a healthy cluster, injects one
+real fault, measures what clients and the cluster see while it lasts, restores, and
+waits for full health again. The testinfra catalogue asserts on the results; the
+failover report aggregates them. One implementation serves both.
+
+Observation is from the host: crm_mon over ssh on a surviving node, the VIPs each node
+holds read inside its network namespace (nsenter: works while a node is cut off), and
+client workloads through the VIPs (halab.workloads, halab.probe)."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from halab import cluster, fenced, net, nodes, topology
+from halab.errors import HalabError
+
+SETTLE = 2.0  # a service counts as back once it has answered continuously this long
+
+
+class FailoverError(HalabError):
+    pass
+
+
+def wait(condition: Callable, timeout: float, what: str, interval: float = 0.3):
+    """Poll until `condition()` is truthy; FailoverError naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = condition()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise FailoverError(f"timed out after {timeout:.0f}s waiting for {what} "
+                                f"(last: {last!r})")
+        time.sleep(interval)
+
+
+class Lab:
+    """The running lab from the host: commands on nodes, the cluster's state."""
+
+    def __init__(self, inventory: dict[str, dict]):
+        self.inventory = inventory
+        self.names = list(inventory)
+        self.hv = next(iter(inventory.values()))
+        self.vips = {v["name"]: v["address"] for v in self.hv["ha_vips"]}
+        self.fencing = bool(self.hv.get("ha_fencing"))
+
+    @staticmethod
+    def node(name: str) -> topology.Node:
+        return topology.node(name)
+
+    def sh(self, name: str, command: str, timeout: float = 60,
+           check: bool = True) -> subprocess.CompletedProcess[str]:
+        return nodes.ssh(self.node(name), ["sh", "-c", command], timeout=timeout, check=check)
+
+    def reachable(self, name: str) -> bool:
+        node = self.node(name)
+        return nodes.is_running(node) and not net.isolated(node)
+
+    def state(self, prefer: str | None = None, avoid: tuple[str, ...] = ()) -> dict | None:
+        """crm_mon from the first reachable node (`prefer` first, never `avoid`)."""
+        order = ([prefer] if prefer else []) + [n for n in self.names if n != prefer]
+        for name in order:
+            if name in avoid or not self.reachable(name):
+                continue
+            proc = self.sh(name, cluster.CRM_MON, timeout=15, check=False)
+            if proc.returncode == 0:
+                with contextlib.suppress(Exception):
+                    return cluster.state(proc.stdout)
+        return None
+
+    def unhealthy(self) -> str | None:
+        try:
+            st = self.state()
+        except HalabError as exc:
+            return str(exc)
+        if st is None:
+            return "no node answers crm_mon"
+        return cluster.unhealthy(st, self.hv, set(self.names))
+
+    def wait_healthy(self, timeout: float = 300) -> float:
+        """Seconds until the declared steady state holds."""
+        t = time.monotonic()
+        reason: list[str | None] = [None]
+
+        def ok() -> bool:
+            reason[0] = self.unhealthy()
+            return reason[0] is None
+
+        try:
+            wait(ok, timeout, "a healthy cluster", interval=1)
+        except FailoverError as exc:
+            raise FailoverError(f"{exc}: {reason[0]}") from None
+        return time.monotonic() - t
+
+    def vip_owner(self, name: str, st: dict) -> str:
+        return st["started"][f"ip-{self.vips[name]}"][0]
+
+    def redis_master(self, st: dict) -> str:
+        return st["roles"]["redis-master"]["Promoted"][0]
+
+    def held_vips(self, name: str) -> set[str]:
+        """VIPs configured inside the node, read through its network namespace."""
+        inits = nodes.node_inits(self.node(name))
+        if not inits:
+            return set()
+        proc = subprocess.run(["nsenter", f"--target={inits[0]}", "--net",
+                               "ip", "-4", "-o", "addr", "show"],
+                              capture_output=True, text=True, timeout=5, check=False)
+        return {a for a in self.vips.values() if f" {a}/" in proc.stdout}
+
+    def failcount(self, resource: str, node: str, via: str) -> int:
+        out = self.sh(via, f"crm_failcount --query -r {resource} -N {node}",
+                      check=False).stdout
+        value = out.rsplit("value=", 1)[-1].strip() if "value=" in out else "0"
+        return 10**6 if value == "INFINITY" else int(value or 0)
+
+    def fenced_since(self, target: str, since: float, status: str = "success") -> list[dict]:
+        """Fencing actions against `target` completed (to the second) at or after `since`."""
+        for name in self.names:
+            if name == target or not self.reachable(name):
+                continue
+            proc = self.sh(name, cluster.fence_history_command(target), check=False)
+            if proc.returncode == 0:
+                return [e for e in cluster.fence_events(proc.stdout)
+                        if e.get("status") == status and e.get("at", 0) >= int(since)]
+        return []
+
+    def halab(self, *args: str) -> None:
+        from halab import cli
+        if cli.main(list(args)) != 0:
+            raise FailoverError(f"halab {' '.join(args)} failed")
+
+
+class VipWatch:
+    """Samples which node holds each VIP, every ~100 ms, for split-brain windows."""
+
+    def __init__(self, lab: Lab, interval: float = 0.1, limit: float = 900):
+        self.lab, self.interval, self.limit = lab, interval, limit
+        self.samples: list[tuple[float, dict[str, list[str]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        end = time.monotonic() + self.limit
+        while not self._stop.is_set() and time.monotonic() < end:
+            t = time.time()
+            held: dict[str, list[str]] = {a: [] for a in self.lab.vips.values()}
+            for name in self.lab.names:
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    for a in self.lab.held_vips(name):
+                        held[a].append(name)
+            self.samples.append((t, held))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> VipWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def doubled_s(self) -> float:
+        """Longest time any VIP was up on two nodes at once (between samples)."""
+        longest, since = 0.0, None
+        for t, held in self.samples:
+            if any(len(v) > 1 for v in held.values()):
+                since = t if since is None else since
+                longest = max(longest, t - since + self.interval)
+            else:
+                since = None
+        return round(longest, 2)
+
+    def owner_since(self, address: str, t0: float) -> tuple[str, float] | None:
+        """The node holding `address` at the end and when it started holding it."""
+        owner, since = None, None
+        for t, held in self.samples:
+            if t < t0:
+                continue
+            now = held[address][0] if len(held[address]) == 1 else None
+            if now != owner:
+                owner, since = now, t
+        return (owner, since) if owner else None
+
+
+@dataclass
+class Spec:
+    name: str
+    kind: str  # standby | kill | power | maintenance | partition | quorum | full | rolling
+    target: str = ""  # vip:<name> | redis-master | galera-writer | dc | spare
+    process: str = ""  # for kill: the daemon's binary
+    primitive: str = ""  # for kill: the Pacemaker primitive that runs it
+    workloads: bool = True
+    timeout: float = 240
+    # Workloads whose loss is a known, documented property of the stack in this
+    # scenario: reported as figures, not counted as violations.
+    expected_loss: dict[str, str] = field(default_factory=dict)
+
+
+CATALOGUE = {s.name: s for s in [
+    Spec("standby-public-vip-owner", "standby", "vip:public", workloads=False),
+    Spec("standby-redis-master", "standby", "redis-master", workloads=False),
+    Spec("kill-haproxy", "kill", "vip:public", "haproxy", "haproxy", workloads=False),
+    Spec("kill-memcached", "kill", "spare", "memcached", "memcached", workloads=False),
+    Spec("kill-redis-master", "kill", "redis-master", "redis-server", "redis"),
+    Spec("kill-mysqld", "kill", "galera-writer", "mariadbd", "galera"),
+    Spec("kill-rabbitmq", "kill", "spare", "beam.smp", "rabbitmq"),
+    Spec("power-loss-public-vip-owner", "power", "vip:public"),
+    Spec("power-loss-redis-master", "power", "redis-master"),
+    Spec("power-loss-galera-writer", "power", "galera-writer"),
+    Spec("power-loss-dc", "power", "dc"),
+    Spec("maintenance", "maintenance", "vip:internal_api", workloads=False),
+    Spec("partition", "partition", "vip:public"),
+    Spec("quorum-loss", "quorum", "spare", workloads=False, timeout=300),
+    Spec("full-restart", "full", workloads=True, timeout=400, expected_loss={
+        "rabbitmq": "rabbitmq-cluster bootstraps the first node with an empty mnesia "
+                    "(rmq_start_first: rmq_wipe_data), so queues do not survive a full stop"}),
+    Spec("rolling-restart", "rolling", workloads=True, timeout=900),
+]}
+
+
+@dataclass
+class Run:
+    """What one scenario run saw: the report's record, and the test's verdict."""
+
+    spec: Spec
+    lab: Lab
+    victim: str = ""
+    t0: float = 0.0
+    result: dict = field(default_factory=dict)
+    violations: list[str] = field(default_factory=list)
+
+    def check(self, ok: bool, message: str) -> None:
+        if not ok:
+            self.violations.append(message)
+
+    def since(self) -> float:
+        return round(time.time() - self.t0, 2)
+
+
+def pick(lab: Lab, target: str, st: dict) -> str:
+    if target.startswith("vip:"):
+        return lab.vip_owner(target[4:], st)
+    if target == "redis-master":
+        return lab.redis_master(st)
+    if target == "galera-writer":
+        return lab.names[0]  # HAProxy's active mysql backend: the others are backups
+    if target == "dc":
+        return st["dc"]
+    # A node that is neither the DC nor holds the public VIP: its loss hurts least.
+    busy = {st["dc"], lab.vip_owner("public", st)}
+    return next((n for n in reversed(lab.names) if n not in busy), lab.names[-1])
+
+
+def _clients(lab: Lab, with_workloads: bool) -> tuple[object, dict]:
+    from halab import probe, workloads
+    pr = probe.Probe(probe.from_inventory(lab.inventory))
+    loads = {}
+    if with_workloads:
+        loads = {"bank": workloads.Bank.from_inventory(lab.inventory),
+                 "rabbitmq": workloads.RabbitConfirms.from_inventory(lab.inventory),
+                 "redis": workloads.RedisWait.from_inventory(lab.inventory)}
+    return pr, loads
+
+
+def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
+    """Run one scenario of the catalogue; returns its result (with `violations`)."""
+    spec = CATALOGUE[name]
+    lab.wait_healthy(gate_timeout)
+    st = lab.state()
+    r = Run(spec, lab)
+    r.victim = pick(lab, spec.target, st) if spec.target else ""
+    pr, loads = _clients(lab, spec.workloads)
+    pr.start()
+    for w in loads.values():
+        w.start()
+    watch = VipWatch(lab)
+    restore: Callable[[], None] = lambda: None  # noqa: E731
+    try:
+        with watch:
+            wait(lambda: pr.all_up(), 30, "every service answering before the fault")
+            r.t0 = time.time()
+            restore = INJECT[spec.kind](r, st)
+            try:
+                OBSERVE[spec.kind](r, st, pr)
+            finally:
+                t_restore = time.time()
+                restore()
+                r.result["healthy_again_s"] = round(
+                    time.time() - t_restore + lab.wait_healthy(spec.timeout), 2)
+            wait(lambda: pr.up_for(SETTLE), 120, "every service answering after restore")
+            r.result["split_brain_vip_s"] = watch.doubled_s()
+            r.check(watch.doubled_s() == 0, f"a VIP was up on two nodes for "
+                                           f"{watch.doubled_s()}s")
+    except FailoverError as exc:
+        r.violations.append(str(exc))
+        with contextlib.suppress(HalabError):  # leave the lab healthy for the next one
+            restore()
+            lab.wait_healthy(spec.timeout)
+    finally:
+        for w in loads.values():
+            w.stop()
+        pr.stop()
+    r.result["data"] = {}
+    for key, w in loads.items():
+        try:
+            r.result["data"][key] = w.verify()
+        except Exception as exc:  # noqa: BLE001 - a verify that cannot run is a finding
+            r.violations.append(f"{key}: verify failed: {exc}")
+            continue
+        lost = {k: v for k, v in r.result["data"][key].items()
+                if k.startswith("lost") and k != "lost_unacknowledged" and v}
+        if key in spec.expected_loss:
+            r.result["data"][key]["expected_loss"] = spec.expected_loss[key]
+        else:
+            r.check(not lost, f"{key} lost acknowledged data: {lost}")
+    r.result.update(
+        scenario=name, victim=r.victim, t0=r.t0, violations=r.violations,
+        services={s: {"recovered_s": pr.recovered_after(r.t0),
+                      "outages": pr.outages(r.t0)} for s in pr.names},
+        samples=pr.samples_since(r.t0 - 5),
+    )
+    if "bank" in r.result["data"]:
+        r.result["galera_write_gap_s"] = r.result["data"]["bank"].get("longest_gap_s")
+    return r.result
+
+
+# ---- faults: each injects and returns its restore ---------------------------------
+
+def _observer(r: Run) -> str:
+    return next(n for n in r.lab.names if n != r.victim and r.lab.reachable(n))
+
+
+def _inject_standby(r: Run, st: dict):
+    r.lab.sh(_observer(r), f"pcs node standby {r.victim}")
+    return lambda: r.lab.sh(_observer(r), f"pcs node unstandby {r.victim}")
+
+
+def _inject_kill(r: Run, st: dict):
+    spec, lab = r.spec, r.lab
+    r.result["failcount_before"] = lab.failcount(spec.primitive, r.victim, r.victim)
+    lab.sh(r.victim, f"kill -9 $(pidof {spec.process})")
+
+    def restore() -> None:
+        lab.sh(_observer(r), f"pcs resource cleanup {spec.primitive} node={r.victim}")
+    return restore
+
+
+def _inject_power(r: Run, st: dict):
+    r.lab.halab("kill", r.victim)
+    return lambda: _power_back(r, [r.victim])
+
+
+def _power_back(r: Run, victims: list[str]) -> None:
+    """With fencing the cluster powers a lost node back on itself (reboot); without, the
+    operator does. Either way the node must run again."""
+    for name in victims:
+        st = r.lab.state(avoid=tuple(victims))
+        if r.lab.fencing and st and st["quorum"]:  # only a quorate partition fences
+            with contextlib.suppress(FailoverError):
+                wait(lambda n=name: nodes.is_running(r.lab.node(n)), 60,
+                     f"fencing to power {name} back on", interval=1)
+        if not nodes.is_running(r.lab.node(name)):
+            r.lab.halab("start", name)
+
+
+def _inject_maintenance(r: Run, st: dict):
+    r.lab.sh(r.victim, "pcs cluster stop")
+    return lambda: r.lab.sh(r.victim, "pcs cluster start")
+
+
+def _inject_partition(r: Run, st: dict):
+    r.lab.halab("isolate", r.victim)
+
+    def restore() -> None:
+        if r.lab.fencing:  # the node must have been fenced (and booted) before it heals
+            with contextlib.suppress(FailoverError):
+                wait(lambda: nodes.is_running(r.lab.node(r.victim)), 60,
+                     f"{r.victim} powered back on", interval=1)
+        r.lab.halab("heal", r.victim)
+        if not nodes.is_running(r.lab.node(r.victim)):
+            r.lab.halab("start", r.victim)
+    return restore
+
+
+def _inject_quorum(r: Run, st: dict):
+    lost = [n for n in r.lab.names if n != r.victim]
+    r.result["lost"] = lost
+    for name in lost:
+        r.lab.halab("kill", name)
+    return lambda: _power_back(r, lost)
+
+
+def _inject_full(r: Run, st: dict):
+    r.lab.sh(r.lab.names[0], "pcs cluster stop --all", timeout=180)
+
+    def restore() -> None:
+        proc = r.lab.sh(r.lab.names[0], "pcs cluster start --all", timeout=180, check=False)
+        if proc.returncode != 0:  # pcsd right after a full stop: start each locally
+            r.result["start_all_error"] = (proc.stderr or proc.stdout).strip()[-300:]
+            for name in r.lab.names:
+                r.lab.sh(name, "pcs cluster start", timeout=120, check=False)
+    return restore
+
+
+def _inject_rolling(r: Run, st: dict):
+    return lambda: None
+
+
+INJECT = {"standby": _inject_standby, "kill": _inject_kill, "power": _inject_power,
+          "maintenance": _inject_maintenance, "partition": _inject_partition,
+          "quorum": _inject_quorum, "full": _inject_full, "rolling": _inject_rolling}
+
+
+# ---- what must hold while the fault lasts -----------------------------------------
+
+def _services_back(r: Run, pr, timeout: float = 120) -> None:
+    wait(lambda: pr.up_for(SETTLE), timeout, "every service answering through its VIP")
+    r.result["services_back_s"] = r.since()
+
+
+def _detected(r: Run, gone: str) -> dict:
+    """Wait until a surviving node's crm_mon shows `gone` out of the cluster."""
+    st = wait(lambda: (s := r.lab.state(avoid=(gone,))) and gone not in s["online"] and s,
+              120, f"the cluster to see {gone} gone", interval=0.2)
+    r.result["detected_s"] = r.since()
+    return st
+
+
+def _moved(r: Run, before: dict, gone: str) -> dict:
+    """Every VIP the lost node held runs elsewhere, Redis has a master elsewhere,
+    Galera stays promoted on the rest, RabbitMQ runs on the rest."""
+    lab = r.lab
+    survivors = set(lab.names) - {gone}
+
+    def settled():
+        st = lab.state(avoid=(gone,))
+        if not st:
+            return None
+        for address in lab.vips.values():
+            where = st["started"].get(f"ip-{address}", [])
+            if len(where) != 1 or where[0] == gone:
+                return None
+        masters = st["roles"].get("redis-master", {}).get("Promoted", [])
+        if len(masters) != 1 or masters[0] == gone:
+            return None
+        return st
+
+    st = wait(settled, 120, f"VIPs and the Redis master away from {gone}", interval=0.3)
+    r.result["vips_moved_s"] = r.since()
+    if lab.redis_master(before) == gone:
+        r.result["redis_promoted_s"] = r.since()
+    wait(lambda: (s := lab.state(avoid=(gone,))) and
+         survivors <= set(s["roles"].get("galera-master", {}).get("Promoted", [])) and
+         survivors <= set(s["started"].get("rabbitmq-clone", [])),
+         120, "Galera promoted and RabbitMQ running on the survivors")
+    return st
+
+
+def _observe_node_loss(r: Run, before: dict, pr) -> None:
+    _detected(r, r.victim)
+    _moved(r, before, r.victim)
+    _services_back(r, pr)
+
+
+def _observe_standby(r: Run, before: dict, pr) -> None:
+    _moved(r, before, r.victim)
+    _services_back(r, pr)
+
+
+def _observe_kill(r: Run, before: dict, pr) -> None:
+    spec, lab = r.spec, r.lab
+    obs = _observer(r)
+    wait(lambda: lab.failcount(spec.primitive, r.victim, obs) > r.result["failcount_before"],
+         120, f"Pacemaker to notice {spec.process} died on {r.victim}", interval=0.3)
+    r.result["detected_s"] = r.since()
+    r.check(lab.failcount(spec.primitive, r.victim, obs) == r.result["failcount_before"] + 1,
+            "the fail count went up by more than one")
+    rid = next((rs.get("clone") or rs.get("promotable") or rs)["id"]
+               for rs in lab.hv["pacemaker_resources"] if rs["id"] == spec.primitive)
+    st = wait(lambda: (s := lab.state()) and sorted(s["started"].get(rid, [])) ==
+              sorted(lab.names) and s, 180, f"{rid} running on every node again")
+    r.result["resource_back_s"] = r.since()
+    r.check(all(len(v) == len(set(v)) for v in st["started"].values()),
+            "an instance runs twice on one node")
+    if spec.primitive == "redis" and lab.redis_master(before) == r.victim:
+        r.result["redis_promoted_s"] = r.since()
+    _services_back(r, pr)
+
+
+def _observe_partition(r: Run, before: dict, pr) -> None:
+    lab = r.lab
+    _detected(r, r.victim)
+    if lab.fencing:
+        wait(lambda: lab.fenced_since(r.victim, r.t0), 120, f"{r.victim} fenced")
+        r.result["fenced_s"] = r.since()
+    _moved(r, before, r.victim)
+    _services_back(r, pr)
+    # The cut-off node must have stopped its resources (no quorum) or been fenced.
+    wait(lambda: not lab.held_vips(r.victim), 60, f"{r.victim} to drop its VIPs")
+
+
+def _observe_quorum(r: Run, before: dict, pr) -> None:
+    lab = r.lab
+    survivor = r.victim
+    st = wait(lambda: (s := lab.state(prefer=survivor)) and not s["quorum"] and s, 120,
+              f"{survivor} to lose quorum", interval=0.3)
+    r.result["detected_s"] = r.since()
+
+    def stopped():
+        s = lab.state(prefer=survivor)
+        return s and not any(survivor in v for v in s["started"].values()) and s
+
+    wait(stopped, 120, f"{survivor} to stop every resource (no-quorum-policy=stop)")
+    r.result["survivor_stopped_s"] = r.since()
+    r.check(not lab.held_vips(survivor), f"{survivor} holds a VIP without quorum")
+    del st
+
+
+def _observe_full(r: Run, before: dict, pr) -> None:
+    wait(lambda: not any(r.lab.held_vips(n) for n in r.lab.names), 180,
+         "every VIP down after the full stop")
+    r.result["stopped_s"] = r.since()
+
+
+def _observe_rolling(r: Run, before: dict, pr) -> None:
+    lab = r.lab
+    for name in lab.names:
+        lab.sh(name, "pcs cluster stop", timeout=180)
+        wait(lambda n=name: (s := lab.state(avoid=(n,))) and n not in s["online"], 120,
+             f"{name} out of the cluster")
+        lab.sh(name, "pcs cluster start", timeout=180)
+        lab.wait_healthy(r.spec.timeout)
+        r.result.setdefault("steps_s", []).append(r.since())
+
+
+OBSERVE = {"standby": _observe_standby, "kill": _observe_kill,
+           "power": _observe_node_loss, "maintenance": _observe_node_loss,
+           "partition": _observe_partition, "quorum": _observe_quorum,
+           "full": _observe_full, "rolling": _observe_rolling}
+
+
+def fencing_switch_running() -> bool:
+    return fenced.running_pid() is not None
+
+
+# ---- the failover report ------------------------------------------------------------
+
+REPORT_SCENARIOS = ("power-loss-public-vip-owner", "power-loss-redis-master",
+                    "power-loss-galera-writer", "kill-redis-master", "partition")
+
+
+def set_totem(lab: Lab, token_ms: int | None) -> None:
+    """Corosync's token timeout on the running cluster (None: corosync's default)."""
+    value = "" if token_ms is None else str(token_ms)
+    lab.sh(lab.names[0], f"pcs cluster config update totem token={value}")
+    lab.sh(lab.names[0], "pcs cluster reload corosync")
+
+
+def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None],
+             out_dir, log=print) -> list:
+    """Every scenario `runs` times under each totem setting; writes the report."""
+    from halab import report
+
+    results = []
+    try:
+        for token in totems:
+            label = "default" if token is None else f"token-{token}"
+            set_totem(lab, token)
+            for name in scenarios:
+                for i in range(1, runs + 1):
+                    res = run(lab, name)
+                    res.update(totem=label, run=i)
+                    results.append(res)
+                    log(f"{label} {name} #{i}: victim {res['victim']}, detected "
+                        f"{res.get('detected_s')}s, services back "
+                        f"{res.get('services_back_s')}s, violations {len(res['violations'])}")
+    finally:
+        set_totem(lab, None)
+    return report.write(results, out_dir)

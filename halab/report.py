@@ -1,0 +1,301 @@
+"""The failover report: scenario runs (result dicts of halab.failover) summarised per
+scenario and totem setting, written as JSON, Markdown and one availability timeline
+(PNG) per power-loss scenario. Goals are reported next to the figures, never asserted."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure  # no pyplot: no global backend or state
+
+TIMINGS = ("detected_s", "redis_promoted_s", "galera_write_gap_s", "healthy_again_s")
+# Data-safety counts summed over runs, per workload (halab.workloads verify() keys).
+SAFETY = {
+    "bank": ("acknowledged", "lost_acknowledged", "indeterminate", "failed_but_committed",
+             "bad_reads"),
+    "rabbitmq": ("confirmed", "lost_confirmed", "duplicates", "unconfirmed",
+                 "unconfirmed_but_delivered"),
+    "redis": ("acknowledged", "errors", "lost_all_replicas", "lost_partially_replicated",
+              "by_replicas"),
+}
+# What "lost acknowledged writes" counts: a bank COMMIT that returned, a confirmed
+# message, a Redis write WAIT reported on every replica (Redis replicates
+# asynchronously: writes fewer replicas had are reported, not counted here).
+LOST = (("bank", "lost_acknowledged"), ("rabbitmq", "lost_confirmed"),
+        ("redis", "lost_all_replicas"))
+
+
+@dataclass(frozen=True)
+class Goal:
+    text: str
+    metric: str  # a timing key ("recovered_s:public", "galera_write_gap_s") or "lost"
+    limit: float
+    totem: str | None = None  # only runs with this totem setting (else one line per totem)
+    scenario: str | None = None  # only scenarios starting with this
+
+
+GOALS = (
+    Goal("public VIP answering after its owner dies", "recovered_s:public", 5.0,
+         totem="token-1000", scenario="power-loss-public-vip-owner"),
+    Goal("Redis writable via its VIP after a node's power loss", "recovered_s:redis", 10.0,
+         scenario="power-loss"),
+    Goal("Galera writes via its VIP after a node's power loss", "galera_write_gap_s", 8.0,
+         scenario="power-loss"),
+    Goal("lost acknowledged writes", "lost", 0),
+)
+
+
+# ---------------------------------------------------------------- summary
+
+
+def stats(values: list[float | None]) -> dict:
+    """median/min/max of the measured values; `missing` counts runs without one
+    (for a recovery: never recovered while observed)."""
+    got = [v for v in values if v is not None]
+    return {"n": len(got), "missing": len(values) - len(got), "values": got,
+            "median": statistics.median(got) if got else None,
+            "min": min(got) if got else None, "max": max(got) if got else None}
+
+
+def _add(total: dict, key: str, value) -> None:
+    """Sum ints, and dicts of ints key by key (Redis's per-class figures)."""
+    if isinstance(value, dict):
+        sub = total.setdefault(key, {})
+        for k, v in value.items():
+            _add(sub, k, v)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        total[key] = total.get(key, 0) + value
+
+
+def safety(runs: list[dict]) -> dict:
+    data: dict = {}
+    for r in runs:
+        for workload, keys in SAFETY.items():
+            figures = (r.get("data") or {}).get(workload)
+            if figures is None:
+                continue
+            out = data.setdefault(workload, {"runs": 0})
+            out["runs"] += 1
+            for k in keys:
+                if k in figures:
+                    _add(out, k, figures[k])
+    data["lost"] = sum(data.get(w, {}).get(k, 0) for w, k in LOST)
+    return data
+
+
+def summarise(results: list[dict]) -> dict:
+    """{"groups": [...]}: one group per (scenario, totem) with timing stats (seconds
+    from the injection) and summed data-safety figures."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["scenario"], r.get("totem", "default")), []).append(r)
+    out = []
+    for (scenario, totem), runs in sorted(groups.items()):
+        timing = {k: stats([r.get(k) for r in runs]) for k in TIMINGS}
+        for s in sorted({s for r in runs for s in r.get("services", {})}):
+            timing[f"recovered_s:{s}"] = stats(
+                [r["services"][s].get("recovered_s") for r in runs if s in r.get("services", {})])
+        out.append({"scenario": scenario, "totem": totem, "runs": len(runs),
+                    "runs_with_violations": sum(bool(r.get("violations")) for r in runs),
+                    "timing": timing, "data": safety(runs)})
+    return {"groups": out}
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _fmt(st: dict | None) -> str:
+    if not st or not (st["n"] or st["missing"]):
+        return "–"
+    if not st["n"]:
+        return f"never ({st['missing']})"
+    text = f"{st['median']:.1f}"
+    if st["n"] > 1:
+        text += f" ({st['min']:.1f}–{st['max']:.1f})"
+    if st["missing"]:
+        text += f", never ×{st['missing']}"
+    return text
+
+
+def _data_row(g: dict) -> str:
+    d = g["data"]
+    bank, rmq, red = d.get("bank", {}), d.get("rabbitmq", {}), d.get("redis", {})
+    cls = red.get("by_replicas", {})
+    redis_cls = " / ".join(f"{cls[n].get('lost', 0)} of {cls[n].get('acknowledged', 0)}"
+                           for n in sorted(cls, reverse=True)) or "–"
+    cells = [
+        g["scenario"],
+        f"{bank.get('lost_acknowledged', '–')} of {bank.get('acknowledged', '–')}",
+        str(bank.get("indeterminate", "–")), str(bank.get("bad_reads", "–")),
+        f"{rmq.get('lost_confirmed', '–')} of {rmq.get('confirmed', '–')}",
+        str(rmq.get("duplicates", "–")), str(rmq.get("unconfirmed_but_delivered", "–")),
+        redis_cls, str(g["runs_with_violations"]),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _matching(summary: dict, goal: Goal, totem: str | None) -> list[dict]:
+    return [g for g in summary["groups"]
+            if (totem is None or g["totem"] == totem)
+            and (goal.scenario is None or g["scenario"].startswith(goal.scenario))]
+
+
+def _acknowledged(data: dict, workload: str) -> int:
+    """The denominator of LOST: what the workload's clients were told was safe."""
+    if workload == "redis":
+        classes = data.get("by_replicas", {})
+        return classes[max(classes, key=int)].get("acknowledged", 0) if classes else 0
+    return data.get({"bank": "acknowledged", "rabbitmq": "confirmed"}[workload], 0)
+
+
+def goal_line(summary: dict, goal: Goal, totem: str | None) -> str:
+    groups = _matching(summary, goal, totem)
+    where = ", ".join(x for x in (totem, goal.scenario and f"{goal.scenario}*") if x)
+    head = f"- {goal.text}: goal ≤ {goal.limit:g}" + (" s" if goal.metric != "lost" else "")
+    head += f" ({where})" if where else ""
+    if goal.metric == "lost":
+        if not groups:
+            return f"{head}: not measured"
+        lost = sum(g["data"]["lost"] for g in groups)
+        parts = [f"{w} {sum(g['data'].get(w, {}).get(k, 0) for g in groups)} of "
+                 f"{sum(_acknowledged(g['data'].get(w, {}), w) for g in groups)}"
+                 for w, k in LOST]
+        partial = sum(g["data"].get("redis", {}).get("lost_partially_replicated", 0)
+                      for g in groups)
+        verdict = "met" if lost <= goal.limit else "NOT met"
+        return (f"{head}: measured {lost} ({', '.join(parts)}; Redis writes fewer "
+                f"replicas had, lost: {partial}) → {verdict}")
+    values, never = [], 0
+    for g in groups:
+        st = g["timing"].get(goal.metric)
+        if st:
+            values += st["values"]
+            never += st["missing"]
+    if not values and not never:
+        return f"{head}: not measured"
+    if not values:
+        return f"{head}: never recovered in {never} runs → NOT met"
+    worst = max(values)
+    verdict = "met" if worst <= goal.limit and not never else "NOT met"
+    text = (f"{head}: measured worst {worst:.1f} s, median {statistics.median(values):.1f} s "
+            f"over {len(values)} runs")
+    if never:
+        text += f", never recovered in {never}"
+    return f"{text} → {verdict}"
+
+
+def markdown(summary: dict, goals: tuple[Goal, ...] | list[Goal] = GOALS) -> str:
+    """Per totem setting: a timing table and a data-safety table; then the goals."""
+    totems = sorted({g["totem"] for g in summary["groups"]})
+    lines = ["# Failover report", "",
+             "Seconds from the fault's injection: median (min–max) over runs; "
+             "\"never\": not back while observed."]
+    for totem in totems:
+        groups = [g for g in summary["groups"] if g["totem"] == totem]
+        services = sorted({k.split(":", 1)[1] for g in groups for k in g["timing"]
+                           if k.startswith("recovered_s:")})
+        head = (["scenario", "runs", "detected"] + [f"{s} back" for s in services]
+                + ["redis promoted", "galera write gap", "healthy again"])
+        lines += ["", f"## totem: {totem}", "", "| " + " | ".join(head) + " |",
+                  "|" + "---|" * len(head)]
+        for g in groups:
+            t = g["timing"]
+            cells = ([g["scenario"], str(g["runs"]), _fmt(t["detected_s"])]
+                     + [_fmt(t.get(f"recovered_s:{s}")) for s in services]
+                     + [_fmt(t[k]) for k in TIMINGS[1:]])
+            lines.append("| " + " | ".join(cells) + " |")
+        head = ["scenario", "bank lost", "bank indeterminate", "bank bad reads",
+                "rabbitmq lost", "rabbitmq duplicates", "rabbitmq unconfirmed delivered",
+                "redis lost by WAIT replicas (high→low)", "runs with violations"]
+        lines += ["", "Data safety (summed over runs; lost of acknowledged):", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += [_data_row(g) for g in groups]
+    lines += ["", "## Goals (reported, not asserted)", ""]
+    for goal in goals:
+        for totem in ([goal.totem] if goal.totem or goal.metric == "lost" else totems):
+            lines.append(goal_line(summary, goal, totem))
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- timeline
+
+
+def _runs(samples: list[list]) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(up, down) as (start, width) runs of consecutive equal samples; a sample holds
+    until the next one (the last for one median interval)."""
+    pts = sorted((float(t), bool(ok)) for t, ok in samples)
+    if not pts:
+        return [], []
+    step = statistics.median([b[0] - a[0] for a, b in zip(pts, pts[1:], strict=False)] or [0.1])
+    up: list[tuple[float, float]] = []
+    down: list[tuple[float, float]] = []
+    start, state = pts[0]
+    for i, (t, ok) in enumerate(pts):
+        end = pts[i + 1][0] if i + 1 < len(pts) else t + step
+        nxt = pts[i + 1][1] if i + 1 < len(pts) else None
+        if nxt != ok:
+            (up if state else down).append((start, end - start))
+            if nxt is not None:
+                start, state = end, nxt
+    return up, down
+
+
+def timeline_png(result: dict, path: str | Path) -> Path:
+    """Each service's availability across the fault, one row per service, time in
+    seconds from the injection (marked), and the cluster's detection if known."""
+    t0, samples = result["t0"], result.get("samples") or {}
+    names = list(samples)
+    fig = Figure(figsize=(10, 1.4 + 0.5 * max(len(names), 1)), dpi=100)
+    ax = fig.subplots()
+    for row, name in enumerate(names):
+        up, down = _runs([[t - t0, ok] for t, ok in samples[name]])
+        ax.broken_barh(up, (row - 0.35, 0.7), color="#4caf50", label="up" if row == 0 else None)
+        ax.broken_barh(down, (row - 0.35, 0.7), color="#e53935",
+                       label="down" if row == 0 else None)
+    victim = result.get("victim") or "?"
+    ax.axvline(0, color="black", linestyle="--", label=f"fault: {victim}")
+    if result.get("detected_s") is not None:
+        ax.axvline(result["detected_s"], color="#1e88e5", linestyle=":",
+                   label="cluster saw it offline")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xlabel("seconds from the fault's injection")
+    ax.set_title(f"{result.get('scenario', '?')} (totem {result.get('totem', 'default')}, "
+                 f"run {result.get('run', '?')})")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small", ncols=4)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return Path(path)
+
+
+# ---------------------------------------------------------------- files
+
+
+def write(results: list[dict], directory: str | Path) -> list[Path]:
+    """failover-<timestamp>.json (summary and raw results), .md, and a timeline PNG of
+    the first run of each power-loss scenario per totem setting."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    summary = summarise(results)
+    pngs: list[Path] = []
+    drawn: set[tuple[str, str]] = set()
+    for r in results:
+        key = (r["scenario"], r.get("totem", "default"))
+        if r["scenario"].startswith("power-loss") and key not in drawn and r.get("samples"):
+            drawn.add(key)
+            name = f"failover-{stamp}-{key[0]}-{key[1]}-run{r.get('run', 1)}.png"
+            pngs.append(timeline_png(r, directory / name))
+    md = markdown(summary)
+    if pngs:
+        md += "\n## Timelines\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in pngs)
+    js = directory / f"failover-{stamp}.json"
+    js.write_text(json.dumps({"summary": summary, "results": results}, indent=1))
+    mdp = directory / f"failover-{stamp}.md"
+    mdp.write_text(md)
+    return [js, mdp, *pngs]

@@ -1,0 +1,102 @@
+"""The pure parts of the failover machinery: crm_mon and fence history parsing, the
+health verdict, and the split-brain window of the VIP watch."""
+
+from __future__ import annotations
+
+import pytest
+
+from halab import cluster, failover
+
+NODES = ["n0", "n1", "n2"]
+HOSTVARS = {
+    "pacemaker_resources": [
+        {"id": "ip-a"},
+        {"id": "haproxy", "clone": {"id": "haproxy-clone"}},
+        {"id": "redis", "promotable": {"id": "redis-master", "meta": {"promoted-max": "1"}}},
+    ],
+    "pacemaker_stonith": [{"id": "fence-n0", "options": {"pcmk_host_list": "n0"}}],
+}
+
+
+def crm_mon(ip_on=("n0",), haproxy_on=NODES, master="n1", fence_on="n1", online=NODES,
+            failure=False, quorum=True) -> str:
+    def rsc(rid, where, role="Started"):
+        return "".join(f'<resource id="{rid}" role="{role}" active="true" failed="false">'
+                       f'<node name="{n}"/></resource>' for n in where)
+
+    nodes = "".join(f'<node name="{n}" online="{str(n in online).lower()}" standby="false" '
+                    f'type="member"/>' for n in NODES)
+    return (
+        f'<pacemaker-result><summary><current_dc present="true" name="n0" '
+        f'with_quorum="{str(quorum).lower()}"/></summary><nodes>{nodes}</nodes><resources>'
+        + rsc("ip-a", ip_on)
+        + '<clone id="haproxy-clone">' + rsc("haproxy", haproxy_on) + "</clone>"
+        + '<clone id="redis-master">' + rsc("redis", [master], "Promoted")
+        + rsc("redis", [n for n in NODES if n != master], "Unpromoted") + "</clone>"
+        + rsc("fence-n0", [fence_on])
+        + "</resources>"
+        + ('<failures><failure op_key="redis_monitor_0" node="n1"/></failures>' if failure else "")
+        + "</pacemaker-result>"
+    )
+
+
+def verdict(**kw) -> str | None:
+    return cluster.unhealthy(cluster.state(crm_mon(**kw)), HOSTVARS, set(NODES))
+
+
+def test_state_groups_clone_instances_under_the_clone():
+    st = cluster.state(crm_mon())
+    assert st["dc"] == "n0" and st["quorum"]
+    assert sorted(st["started"]["haproxy-clone"]) == NODES
+    assert st["roles"]["redis-master"] == {"Promoted": ["n1"], "Unpromoted": ["n0", "n2"]}
+    assert st["started"]["ip-a"] == ["n0"]
+
+
+def test_the_declared_steady_state_is_healthy():
+    assert verdict() is None
+
+
+@pytest.mark.parametrize(("kw", "reason"), [
+    ({"quorum": False}, "no quorum"),
+    ({"online": ["n0", "n1"]}, "online"),
+    ({"failure": True}, "failed actions"),
+    ({"ip_on": ("n0", "n1")}, "ip-a on"),
+    ({"ip_on": ()}, "ip-a on"),
+    ({"haproxy_on": ["n0", "n1"]}, "haproxy-clone on"),
+    ({"fence_on": "n0"}, "fence-n0 on"),  # a device on the node it fences
+])
+def test_each_departure_from_the_declared_state_is_named(kw, reason):
+    assert reason in (verdict(**kw) or "")
+
+
+def test_fence_events_carry_epoch_seconds():
+    xml = ('<pacemaker-result><fence_history>'
+           '<fence_event action="reboot" target="n2" status="success" '
+           'completed="2026-11-26 12:00:05Z"/>'
+           '<fence_event action="reboot" target="n2" status="failed"/>'
+           '</fence_history></pacemaker-result>')
+    events = cluster.fence_events(xml)
+    assert events[0]["at"] == 1795694405
+    assert "at" not in events[1]
+
+
+def test_vip_watch_measures_the_longest_double_holding():
+    class FakeLab:
+        vips = {"public": "a"}
+    watch = failover.VipWatch(FakeLab(), interval=0.1)
+    watch.samples = [(0.0, {"a": ["n0"]}), (0.1, {"a": ["n0", "n1"]}),
+                     (0.2, {"a": ["n0", "n1"]}), (0.3, {"a": ["n1"]}),
+                     (0.4, {"a": ["n0", "n1"]}), (0.5, {"a": ["n1"]})]
+    assert watch.doubled_s() == 0.2
+    assert watch.owner_since("a", 0.0) == ("n1", 0.5)
+    watch.samples = [(0.0, {"a": ["n0"]}), (0.1, {"a": []}), (0.2, {"a": ["n1"]})]
+    assert watch.doubled_s() == 0.0
+    assert watch.owner_since("a", 0.0) == ("n1", 0.2)
+
+
+def test_every_catalogue_entry_has_a_fault_and_an_observation():
+    for spec in failover.CATALOGUE.values():
+        assert spec.kind in failover.INJECT and spec.kind in failover.OBSERVE, spec.name
+        if spec.kind == "kill":
+            assert spec.process and spec.primitive, spec.name
+    assert set(failover.REPORT_SCENARIOS) <= set(failover.CATALOGUE)
