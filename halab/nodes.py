@@ -135,11 +135,11 @@ def _write_identity(node: topology.Node, root: Path) -> None:
     netdir.mkdir(parents=True, exist_ok=True)
     for n in topology.NETWORKS:
         (netdir / f"10-{n.node_if}.network").write_text(
-            # Static addresses: "online" must not wait for carrier, or a node booting
-            # while partitioned never starts corosync (network-online.target fails).
-            f"[Match]\nName={n.node_if}\n\n[Link]\nRequiredForOnline=no\n\n[Network]\n"
-            f"Address={node.address(n.name)}/{n.prefixlen}\n"
-            "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+            # Static addresses, there with or without carrier: a node booting while
+            # partitioned still starts corosync, as a real one with its cable out does.
+            f"[Match]\nName={n.node_if}\n\n[Link]\nRequiredForOnline=no-carrier\n\n"
+            f"[Network]\nAddress={node.address(n.name)}/{n.prefixlen}\n"
+            "ConfigureWithoutCarrier=yes\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
         )
     ssh = root / "root/.ssh"
     ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ def _boot(node: topology.Node) -> None:
         "nsenter", f"--net={net.NETNS_PATH}",
         "systemd-nspawn", "--boot", "--register=no", "--keep-unit",
         f"--machine={node.name}", f"--directory={d.root}",
-        "--console=passive", "--link-journal=no", "--resolv-conf=off", "--timezone=off",
+        "--console=read-only", "--link-journal=no", "--resolv-conf=off", "--timezone=off",
     ]
     for n in topology.NETWORKS:
         cmd.append(f"--network-veth-extra={node.veth(n)}:{n.node_if}")
