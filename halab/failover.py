@@ -56,7 +56,7 @@ class Lab:
 
     def sh(self, name: str, command: str, timeout: float = 60,
            check: bool = True) -> subprocess.CompletedProcess[str]:
-        return nodes.ssh(self.node(name), ["sh", "-c", command], timeout=timeout, check=check)
+        return nodes.ssh(self.node(name), [command], timeout=timeout, check=check)
 
     def reachable(self, name: str) -> bool:
         node = self.node(name)
@@ -74,22 +74,30 @@ class Lab:
                     return cluster.state(proc.stdout)
         return None
 
-    def unhealthy(self) -> str | None:
+    def unhealthy(self, cleaned: list | None = None) -> str | None:
+        """Why the cluster is not in its declared state, or None. With `cleaned`, failed
+        actions of a cluster otherwise as declared are recorded there and cleared
+        (`pcs resource cleanup`): a fault leaves them behind on purpose."""
         try:
             st = self.state()
         except HalabError as exc:
             return str(exc)
         if st is None:
             return "no node answers crm_mon"
-        return cluster.unhealthy(st, self.hv, set(self.names))
+        reason = cluster.unhealthy(st, self.hv, set(self.names))
+        if (reason and st["failures"] and cleaned is not None
+                and cluster.unhealthy({**st, "failures": []}, self.hv, set(self.names)) is None):
+            cleaned.extend(st["failures"])
+            self.sh(next(n for n in self.names if self.reachable(n)), "pcs resource cleanup")
+        return reason
 
-    def wait_healthy(self, timeout: float = 300) -> float:
+    def wait_healthy(self, timeout: float = 300, cleaned: list | None = None) -> float:
         """Seconds until the declared steady state holds."""
         t = time.monotonic()
         reason: list[str | None] = [None]
 
         def ok() -> bool:
-            reason[0] = self.unhealthy()
+            reason[0] = self.unhealthy(cleaned)
             return reason[0] is None
 
         try:
@@ -272,9 +280,11 @@ def _clients(lab: Lab, with_workloads: bool) -> tuple[object, dict]:
 def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
     """Run one scenario of the catalogue; returns its result (with `violations`)."""
     spec = CATALOGUE[name]
-    lab.wait_healthy(gate_timeout)
-    st = lab.state()
     r = Run(spec, lab)
+    r.result["failed_actions_before"] = []
+    lab.wait_healthy(gate_timeout, cleaned=r.result["failed_actions_before"])
+    st = lab.state()
+    r.result["failed_actions"] = []  # left by the fault, on any node; cleared afterwards
     r.victim = pick(lab, spec.target, st) if spec.target else ""
     pr, loads = _clients(lab, spec.workloads)
     pr.start()
@@ -292,8 +302,8 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
             finally:
                 t_restore = time.time()
                 restore()
-                r.result["healthy_again_s"] = round(
-                    time.time() - t_restore + lab.wait_healthy(spec.timeout), 2)
+                r.result["healthy_again_s"] = round(time.time() - t_restore + lab.wait_healthy(
+                    spec.timeout, cleaned=r.result["failed_actions"]), 2)
             wait(lambda: pr.up_for(SETTLE), 120, "every service answering after restore")
             r.result["split_brain_vip_s"] = watch.doubled_s()
             r.check(watch.doubled_s() == 0, f"a VIP was up on two nodes for "
@@ -302,7 +312,7 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
         r.violations.append(str(exc))
         with contextlib.suppress(HalabError):  # leave the lab healthy for the next one
             restore()
-            lab.wait_healthy(spec.timeout)
+            lab.wait_healthy(spec.timeout, cleaned=r.result["failed_actions"])
     finally:
         for w in loads.values():
             w.stop()
@@ -322,8 +332,8 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
             r.check(not lost, f"{key} lost acknowledged data: {lost}")
     r.result.update(
         scenario=name, victim=r.victim, t0=r.t0, violations=r.violations,
-        services={s: {"recovered_s": pr.recovered_after(r.t0),
-                      "outages": pr.outages(r.t0)} for s in pr.names},
+        services={s: {"recovered_s": pr.recovered_after(s, r.t0),
+                      "outages": pr.outages(s, r.t0)} for s in pr.names},
         samples=pr.samples_since(r.t0 - 5),
     )
     if "bank" in r.result["data"]:

@@ -19,7 +19,7 @@ SAFETY = {
              "bad_reads"),
     "rabbitmq": ("confirmed", "lost_confirmed", "duplicates", "unconfirmed",
                  "unconfirmed_but_delivered"),
-    "redis": ("acknowledged", "errors", "lost_all_replicas", "lost_partially_replicated",
+    "redis": ("acknowledged", "errors", "lost_all_replicas", "partial_replication_lost",
               "by_replicas"),
 }
 # What "lost acknowledged writes" counts: a bank COMMIT that returned, a confirmed
@@ -108,16 +108,17 @@ def summarise(results: list[dict]) -> dict:
 # ---------------------------------------------------------------- markdown
 
 
-def _fmt(st: dict | None) -> str:
+def _fmt(st: dict | None, none: str = "n/a") -> str:
+    """median (min–max); runs without a value as `none` (a recovery: "never")."""
     if not st or not (st["n"] or st["missing"]):
         return "–"
     if not st["n"]:
-        return f"never ({st['missing']})"
+        return f"{none} ({st['missing']})"
     text = f"{st['median']:.1f}"
     if st["n"] > 1:
         text += f" ({st['min']:.1f}–{st['max']:.1f})"
     if st["missing"]:
-        text += f", never ×{st['missing']}"
+        text += f", {none} ×{st['missing']}"
     return text
 
 
@@ -155,16 +156,17 @@ def _acknowledged(data: dict, workload: str) -> int:
 def goal_line(summary: dict, goal: Goal, totem: str | None) -> str:
     groups = _matching(summary, goal, totem)
     where = ", ".join(x for x in (totem, goal.scenario and f"{goal.scenario}*") if x)
-    head = f"- {goal.text}: goal ≤ {goal.limit:g}" + (" s" if goal.metric != "lost" else "")
+    head = (f"- {goal.text}: goal {goal.limit:g}" if goal.metric == "lost"
+            else f"- {goal.text}: goal ≤ {goal.limit:g} s")
     head += f" ({where})" if where else ""
     if goal.metric == "lost":
-        if not groups:
+        if not any(w in g["data"] for g in groups for w, _ in LOST):
             return f"{head}: not measured"
         lost = sum(g["data"]["lost"] for g in groups)
         parts = [f"{w} {sum(g['data'].get(w, {}).get(k, 0) for g in groups)} of "
                  f"{sum(_acknowledged(g['data'].get(w, {}), w) for g in groups)}"
                  for w, k in LOST]
-        partial = sum(g["data"].get("redis", {}).get("lost_partially_replicated", 0)
+        partial = sum(g["data"].get("redis", {}).get("partial_replication_lost", 0)
                       for g in groups)
         verdict = "met" if lost <= goal.limit else "NOT met"
         return (f"{head}: measured {lost} ({', '.join(parts)}; Redis writes fewer "
@@ -174,7 +176,8 @@ def goal_line(summary: dict, goal: Goal, totem: str | None) -> str:
         st = g["timing"].get(goal.metric)
         if st:
             values += st["values"]
-            never += st["missing"]
+            # no recovery time: never back; no other figure: not measured
+            never += st["missing"] if goal.metric.startswith("recovered_s:") else 0
     if not values and not never:
         return f"{head}: not measured"
     if not values:
@@ -193,7 +196,7 @@ def markdown(summary: dict, goals: tuple[Goal, ...] | list[Goal] = GOALS) -> str
     totems = sorted({g["totem"] for g in summary["groups"]})
     lines = ["# Failover report", "",
              "Seconds from the fault's injection: median (min–max) over runs; "
-             "\"never\": not back while observed."]
+             "\"never\": not back while observed; \"n/a\": not measured."]
     for totem in totems:
         groups = [g for g in summary["groups"] if g["totem"] == totem]
         services = sorted({k.split(":", 1)[1] for g in groups for k in g["timing"]
@@ -205,7 +208,7 @@ def markdown(summary: dict, goals: tuple[Goal, ...] | list[Goal] = GOALS) -> str
         for g in groups:
             t = g["timing"]
             cells = ([g["scenario"], str(g["runs"]), _fmt(t["detected_s"])]
-                     + [_fmt(t.get(f"recovered_s:{s}")) for s in services]
+                     + [_fmt(t.get(f"recovered_s:{s}"), "never") for s in services]
                      + [_fmt(t[k]) for k in TIMINGS[1:]])
             lines.append("| " + " | ".join(cells) + " |")
         head = ["scenario", "bank lost", "bank indeterminate", "bank bad reads",
@@ -249,7 +252,7 @@ def timeline_png(result: dict, path: str | Path) -> Path:
     seconds from the injection (marked), and the cluster's detection if known."""
     t0, samples = result["t0"], result.get("samples") or {}
     names = list(samples)
-    fig = Figure(figsize=(10, 1.4 + 0.5 * max(len(names), 1)), dpi=100)
+    fig = Figure(figsize=(10, 1.8 + 0.5 * max(len(names), 1)), dpi=100)
     ax = fig.subplots()
     for row, name in enumerate(names):
         up, down = _runs([[t - t0, ok] for t, ok in samples[name]])
@@ -267,7 +270,8 @@ def timeline_png(result: dict, path: str | Path) -> Path:
     ax.set_title(f"{result.get('scenario', '?')} (totem {result.get('totem', 'default')}, "
                  f"run {result.get('run', '?')})")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper right", fontsize="small", ncols=4)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize="small", ncols=4,
+              frameon=False)  # below the axis: it would hide bars inside
     fig.tight_layout()
     fig.savefig(path, format="png")
     return Path(path)

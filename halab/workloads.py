@@ -96,12 +96,12 @@ class Workload:
             self._threads.append(t)
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self.stopped_at is None:  # the run ends when asked, not when the last op returns
+            self.stopped_at = time.time()
         self._stop.set()
         for t in self._threads:
             t.join(timeout)
         self.stuck = sum(t.is_alive() for t in self._threads)
-        if self.stopped_at is None:
-            self.stopped_at = time.time()
 
     def _guard(self, fn: Callable[[], None]) -> None:
         """A worker that dies on an unexpected error must show in verify(), not vanish."""
@@ -338,6 +338,7 @@ class Bank(Workload):
         balances, log = _retry(read, MYSQL_ERRORS)
         result = {**self.evaluate(balances, log), **self._common()}
         result["ok"] = result["ok"] and not result["worker_crashes"]
+        result["tables_kept"] = True
         if result["ok"]:
             def drop() -> None:
                 conn = self._connect(5)
@@ -346,8 +347,9 @@ class Bank(Workload):
                         cur.execute(f"DROP TABLE IF EXISTS {self.t_accounts}, {self.t_log}")
                 finally:
                     conn.close()
-            _retry(drop, MYSQL_ERRORS, seconds=20)
-        result["tables_kept"] = not result["ok"]
+            with contextlib.suppress(*MYSQL_ERRORS):  # the figures stand without it
+                _retry(drop, MYSQL_ERRORS, seconds=20)
+                result["tables_kept"] = False
         return result
 
 
@@ -425,8 +427,8 @@ class RabbitConfirms(Workload):
         self._node += 1
         conn = self._connect(host)
         try:
-            ch = conn.channel()
-            ch.confirm_delivery()
+            ch = _bounded(conn, self.timeout, conn.channel)
+            _bounded(conn, self.timeout, ch.confirm_delivery)
             _bounded(conn, self.timeout, ch.queue_declare, self.queue, durable=True)
         except AMQP_ERRORS:
             self._close(conn)
@@ -436,6 +438,7 @@ class RabbitConfirms(Workload):
     def setup(self) -> None:
         conn, _ = _retry(self._open_channel, AMQP_ERRORS, seconds=10, pause=0.5)
         self._close(conn)
+        self._node -= 1  # the publisher starts on the node that just answered
 
     def _workers(self) -> list[Callable[[], None]]:
         return [self._publish_loop]
@@ -492,10 +495,10 @@ class RabbitConfirms(Workload):
 
     def _drain(self, host: str, delivered: list[int], seen: set[int]) -> int:
         """Consume everything from `host` into `delivered`; the count left afterwards."""
-        conn = self._connect(host)
+        conn, t = self._connect(host), 10.0
         try:
-            ch = conn.channel()
-            ch.basic_qos(prefetch_count=200)
+            ch = _bounded(conn, t, conn.channel)
+            _bounded(conn, t, ch.basic_qos, prefetch_count=200)
             deadline = time.monotonic() + 300
             for method, _, body in ch.consume(self.queue, inactivity_timeout=2.0):
                 if method is None or time.monotonic() > deadline:
@@ -506,10 +509,11 @@ class RabbitConfirms(Workload):
                     delivered.append(seq)
                     seen.add(seq)
                 ch.basic_ack(method.delivery_tag)
-            ch.cancel()
-            left = ch.queue_declare(self.queue, passive=True).method.message_count
+            _bounded(conn, t, ch.cancel)
+            left = _bounded(conn, t, ch.queue_declare, self.queue,
+                            passive=True).method.message_count
             if not left:
-                ch.queue_delete(self.queue)
+                _bounded(conn, t, ch.queue_delete, self.queue)
             return left
         finally:
             self._close(conn)
@@ -621,7 +625,7 @@ class RedisWait(Workload):
             "by_replicas": classes,
             # WAIT said every replica had it: the one class Redis's failover must keep
             "lost_all_replicas": classes[str(self.replicas)]["lost"],
-            "lost_partially_replicated": sum(c["lost"] for n, c in classes.items()
+            "partial_replication_lost": sum(c["lost"] for n, c in classes.items()
                                              if n != str(self.replicas)),
         }
         figures["ok"] = not figures["lost_all_replicas"]
@@ -638,9 +642,12 @@ class RedisWait(Workload):
             got = _retry(lambda c=chunk: client.mget(c), (redis.exceptions.RedisError,))
             values.update(zip(range(n + 1, n + 1 + len(chunk)), got, strict=True))
         result = {**self.evaluate(values), **self._common()}
-        for n in range(0, len(keys), 500):
-            _retry(lambda c=keys[n:n + 500]: client.delete(*c),
-                   (redis.exceptions.RedisError,), seconds=20)
+        result["keys_kept"] = True
+        with contextlib.suppress(redis.exceptions.RedisError):  # the figures stand
+            for n in range(0, len(keys), 500):
+                _retry(lambda c=keys[n:n + 500]: client.delete(*c),
+                       (redis.exceptions.RedisError,), seconds=20)
+            result["keys_kept"] = False
         client.close()
         result["ok"] = result["ok"] and not result["worker_crashes"]
         return result

@@ -1,0 +1,154 @@
+"""The failover report on a synthetic set of runs: figures, Markdown, timeline PNGs."""
+
+from __future__ import annotations
+
+import json
+
+from halab import report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def samples(t0: float, down: tuple[float, float], span=(-2.0, 12.0), step=0.1) -> list:
+    """Probe-like samples every `step` s, failing within `down` (relative to t0)."""
+    out, t = [], span[0]
+    while t < span[1]:
+        out.append([round(t0 + t, 3), not (down[0] <= t < down[1])])
+        t += step
+    return out
+
+
+def run(scenario: str, totem: str, n: int, public: float | None, redis_s: float,
+        gap: float, lost: int = 0, redis_lost: tuple[int, int, int] = (0, 0, 0)) -> dict:
+    t0 = 1_700_000_000.0 + 1000 * n
+    return {
+        "scenario": scenario, "totem": totem, "run": n, "victim": "overcloud-controller-0",
+        "t0": t0, "detected_s": 1.0 + n / 10, "redis_promoted_s": redis_s - 1,
+        "galera_write_gap_s": gap, "healthy_again_s": 60.0 + n,
+        "services": {"public": {"recovered_s": public, "outages": []},
+                     "redis": {"recovered_s": redis_s, "outages": []}},
+        "data": {
+            "bank": {"acknowledged": 100, "lost_acknowledged": lost, "indeterminate": 1,
+                     "failed_but_committed": 0, "bad_reads": 0, "total_found": 1000},
+            "rabbitmq": {"confirmed": 200, "lost_confirmed": 0, "duplicates": 2,
+                         "unconfirmed": 3, "unconfirmed_but_delivered": 1},
+            "redis": {"acknowledged": 300, "errors": 4, "lost_all_replicas": redis_lost[0],
+                      "partial_replication_lost": redis_lost[1] + redis_lost[2],
+                      "by_replicas": {"2": {"acknowledged": 280, "lost": redis_lost[0]},
+                                      "1": {"acknowledged": 15, "lost": redis_lost[1]},
+                                      "0": {"acknowledged": 5, "lost": redis_lost[2]}}},
+        },
+        "samples": {"public": samples(t0, (0, public or 20)), "redis": samples(t0, (0, redis_s))},
+        "violations": ["x"] if lost else [],
+    }
+
+
+RESULTS = [
+    run("power-loss-public-vip-owner", "default", 1, 6.0, 9.0, 7.0),
+    run("power-loss-public-vip-owner", "default", 2, 8.0, 11.0, 9.0),
+    run("power-loss-public-vip-owner", "token-1000", 1, 3.0, 6.0, 5.0),
+    run("power-loss-public-vip-owner", "token-1000", 2, 4.0, 7.0, 6.0, redis_lost=(0, 2, 1)),
+    run("power-loss-public-vip-owner", "token-1000", 3, 3.2, 6.5, 5.5),
+    run("kill-redis-master", "token-1000", 1, None, 4.0, 0.5, lost=1),
+]
+
+
+def group(summary, scenario, totem):
+    return next(g for g in summary["groups"] if (g["scenario"], g["totem"]) == (scenario, totem))
+
+
+def test_summarise_groups_runs_and_computes_timing_stats():
+    s = report.summarise(RESULTS)
+    assert [(g["scenario"], g["totem"], g["runs"]) for g in s["groups"]] == [
+        ("kill-redis-master", "token-1000", 1),
+        ("power-loss-public-vip-owner", "default", 2),
+        ("power-loss-public-vip-owner", "token-1000", 3)]
+    t = group(s, "power-loss-public-vip-owner", "token-1000")["timing"]
+    assert (t["recovered_s:public"]["median"], t["recovered_s:public"]["min"],
+            t["recovered_s:public"]["max"]) == (3.2, 3.0, 4.0)
+    assert t["detected_s"]["median"] == 1.2
+    assert t["galera_write_gap_s"]["max"] == 6.0
+    assert t["healthy_again_s"]["values"] == [61.0, 62.0, 63.0]
+    d = group(s, "power-loss-public-vip-owner", "default")["timing"]
+    assert d["recovered_s:redis"]["median"] == 10.0
+    k = group(s, "kill-redis-master", "token-1000")["timing"]["recovered_s:public"]
+    assert (k["n"], k["missing"], k["median"]) == (0, 1, None)  # never came back
+
+
+def test_summarise_sums_data_safety_figures():
+    s = report.summarise(RESULTS)
+    data = group(s, "power-loss-public-vip-owner", "token-1000")["data"]
+    assert data["bank"] == {"runs": 3, "acknowledged": 300, "lost_acknowledged": 0,
+                            "indeterminate": 3, "failed_but_committed": 0, "bad_reads": 0}
+    assert data["rabbitmq"]["duplicates"] == 6
+    assert data["redis"]["by_replicas"]["1"] == {"acknowledged": 45, "lost": 2}
+    assert data["redis"]["partial_replication_lost"] == 3
+    assert data["lost"] == 0  # partially replicated Redis writes are not counted
+    kill = group(s, "kill-redis-master", "token-1000")
+    assert kill["data"]["lost"] == 1 and kill["runs_with_violations"] == 1
+
+
+def test_markdown_has_a_table_per_totem_and_each_goal_next_to_its_figure():
+    md = report.markdown(report.summarise(RESULTS))
+    assert "## totem: default" in md and "## totem: token-1000" in md
+    assert "| power-loss-public-vip-owner | 3 | 1.2 (1.1–1.3) | 3.2 (3.0–4.0) |" in md
+    assert "| kill-redis-master | 1 | 1.1 | never (1) |" in md
+    lines = {line.split(":")[0]: line for line in md.splitlines() if line.startswith("- ")}
+    public = lines["- public VIP answering after its owner dies"]
+    assert "goal ≤ 5 s (token-1000, power-loss-public-vip-owner*)" in public
+    assert "worst 4.0 s, median 3.2 s over 3 runs → met" in public
+    galera = [line for line in md.splitlines() if line.startswith("- Galera")]
+    assert any("(default, power-loss*)" in g and "worst 9.0 s" in g and "NOT met" in g
+               for g in galera)
+    assert any("(token-1000, power-loss*)" in g and "worst 6.0 s" in g and "→ met" in g
+               for g in galera)
+    lost = lines["- lost acknowledged writes"]
+    assert "measured 1 (bank 1 of 600, rabbitmq 0 of 1200, redis 0 of 1680" in lost
+    assert "lost: 3) → NOT met" in lost
+
+
+def test_markdown_says_when_a_goal_was_not_measured():
+    md = report.markdown(report.summarise(RESULTS[-1:]))
+    assert "public VIP answering after its owner dies: goal ≤ 5 s (token-1000, " \
+           "power-loss-public-vip-owner*): not measured" in md
+
+
+def test_runs_of_equal_samples_become_bars():
+    up, down = report._runs([[0.0, True], [0.1, True], [0.2, False], [0.3, False], [0.4, True]])
+    assert [(round(a, 2), round(w, 2)) for a, w in up] == [(0.0, 0.2), (0.4, 0.1)]
+    assert [(round(a, 2), round(w, 2)) for a, w in down] == [(0.2, 0.2)]
+
+
+def test_timeline_png_is_written(tmp_path):
+    path = report.timeline_png(RESULTS[0], tmp_path / "t.png")
+    data = path.read_bytes()
+    assert data.startswith(PNG) and len(data) > 5000
+
+
+def test_write_produces_json_markdown_and_one_png_per_power_loss_scenario(tmp_path):
+    paths = report.write(RESULTS, tmp_path / "out")
+    names = [p.name for p in paths]
+    assert names[0].startswith("failover-") and names[0].endswith(".json")
+    assert names[1].endswith(".md")
+    pngs = paths[2:]
+    assert len(pngs) == 2  # first run of power-loss-public-vip-owner per totem
+    assert all(p.read_bytes().startswith(PNG) for p in pngs)
+    assert any("default-run1" in p.name for p in pngs)
+    saved = json.loads(paths[0].read_text())
+    assert len(saved["results"]) == len(RESULTS) and len(saved["summary"]["groups"]) == 3
+    assert f"]({pngs[0].name})" in paths[1].read_text()
+
+
+def test_the_lost_writes_goal_is_not_measured_without_workloads():
+    bare = [{**RESULTS[0], "data": {}}]
+    md = report.markdown(report.summarise(bare))
+    assert "- lost acknowledged writes: goal 0: not measured" in md
+
+
+def test_a_missing_figure_is_not_measured_but_a_missing_recovery_is_never():
+    r = {**RESULTS[0], "detected_s": None, "galera_write_gap_s": None}
+    r["services"] = {"public": {"recovered_s": None, "outages": []}}
+    md = report.markdown(report.summarise([r]))
+    assert "| power-loss-public-vip-owner | 1 | n/a (1) | never (1) |" in md
+    assert "Galera writes via its VIP after a node's power loss: goal ≤ 8 s " \
+           "(default, power-loss*): not measured" in md
