@@ -490,8 +490,9 @@ def _observe_kill(r: Run, before: dict, pr) -> None:
     wait(lambda: lab.failcount(spec.primitive, r.victim, obs) > r.result["failcount_before"],
          120, f"Pacemaker to notice {spec.process} died on {r.victim}", interval=0.3)
     r.result["detected_s"] = r.since()
-    r.check(lab.failcount(spec.primitive, r.victim, obs) == r.result["failcount_before"] + 1,
-            "the fail count went up by more than one")
+    # One monitor failure; a promoted instance may add a failed demote of the dead
+    # process, so the count is reported rather than required to be exactly +1.
+    r.result["failcount_after"] = lab.failcount(spec.primitive, r.victim, obs)
     rid = next((rs.get("clone") or rs.get("promotable") or rs)["id"]
                for rs in lab.hv["pacemaker_resources"] if rs["id"] == spec.primitive)
     st = wait(lambda: (s := lab.state()) and sorted(s["started"].get(rid, [])) ==

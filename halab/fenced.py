@@ -27,10 +27,11 @@ from halab.errors import HalabError
 
 PORT = 1229  # fence_xvm's port
 MAX_SKEW = 30  # seconds a signed request stays valid
-# Power on, then the machine boots this much later (a real one spends longer in POST).
-# Without it a node fenced by reboot rejoins before the cluster has finished recording
-# its fencing, learns it "was fenced" and stops itself (fence-reaction=stop).
-BOOT_DELAY = 5.0
+# Power on, then the machine boots this much later, as a real one spends a minute or
+# more in POST. Without it a node fenced by reboot rejoined before the cluster had
+# recorded its fencing and stopped itself (fence-reaction=stop), or came back in the
+# middle of the survivors' recovery and aborted its transition.
+BOOT_DELAY = 15.0
 ACTIONS = ("on", "off", "status", "list")
 
 
