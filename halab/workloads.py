@@ -523,15 +523,21 @@ class RabbitConfirms(Workload):
         self.stop()
         delivered: list[int] = []
         seen: set[int] = set()
-        remaining, missing = -1, False
+        remaining, missing, not_found, not_found_total = -1, False, 0, 0
         deadline = time.monotonic() + 120
         for i in range(60):  # rounds over the nodes, also bounded by the deadline
             if time.monotonic() > deadline:
                 break
             try:
                 remaining = self._drain(self.hosts[i % len(self.hosts)], delivered, seen)
+                not_found = 0
             except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code == 404:  # the queue itself is gone
+                # A node that has just rejoined (its database wiped by the agent) answers
+                # 404 until it has the cluster's tables: gone only when every node says so
+                # twice in a row.
+                not_found = not_found + 1 if exc.reply_code == 404 else 0
+                not_found_total += exc.reply_code == 404
+                if not_found >= 2 * len(self.hosts):
                     remaining, missing = 0, True
                     break
                 time.sleep(1)
@@ -543,6 +549,7 @@ class RabbitConfirms(Workload):
                 break
         result = {**self.evaluate(delivered, max(remaining, 0)), **self._common()}
         result["queue_missing"] = missing
+        result["not_found_answers"] = not_found_total  # 404s for a queue that exists
         result["ok"] = result["ok"] and remaining == 0 and not result["worker_crashes"]
         return result
 
