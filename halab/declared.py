@@ -18,7 +18,8 @@ NAMES = (
     "pacemaker_cluster_name", "pacemaker_properties", "pacemaker_resource_defaults",
     "pacemaker_op_defaults", "pacemaker_resources", "pacemaker_groups", "pacemaker_stonith",
     "pacemaker_constraints", "pacemaker_node_attributes", "haproxy_services",
-    "haproxy_stats_vip", "rabbitmq_policies", "rabbitmq_users", "galera_users", "ha_fencing",
+    "haproxy_stats_vip", "haproxy_monitor_vips", "haproxy_monitor_port",
+    "rabbitmq_policies", "rabbitmq_users", "galera_users", "ha_fencing",
 )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib import error, request
 
 import pytest
-from conftest import cluster_state
+from conftest import cluster_state, setting
 from conftest import vip as vip_address
 
 
@@ -98,8 +98,9 @@ def test_stats_page_answers_on_the_vip_and_needs_its_password(inventory):
 def test_health_endpoint_answers_on_its_vips(inventory):
     hv = any_vars(inventory)
     assert hv["haproxy_monitor_vips"]
+    port = setting(hv, "haproxy", "haproxy_monitor_port")
     for name in hv["haproxy_monitor_vips"]:
-        url = f"http://{vip_address(inventory, name)}:{hv['haproxy_monitor_port']}/healthz"
+        url = f"http://{vip_address(inventory, name)}:{port}/healthz"
         assert http_status(url) == 200, url
         assert http_status(url.replace("/healthz", "/other")) == 503, url
 
