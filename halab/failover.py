@@ -293,6 +293,7 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
     st = lab.state()
     r.result["failed_actions"] = []  # left by the fault, on any node; cleared afterwards
     r.victim = pick(lab, spec.target, st) if spec.target else ""
+    r.result["dc_before"] = st["dc"]  # losing the DC adds an election to the recovery
     pr, loads = _clients(lab, spec.workloads)
     pr.start()
     for w in loads.values():
