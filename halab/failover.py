@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from halab import cluster, fenced, net, nodes, topology
+from halab import cluster, net, nodes, topology
 from halab.errors import HalabError
 
 SETTLE = 2.0  # a service counts as back once it has answered continuously this long
@@ -528,8 +528,8 @@ def _observe_partition(r: Run, before: dict, pr) -> None:
 def _observe_quorum(r: Run, before: dict, pr) -> None:
     lab = r.lab
     survivor = r.victim
-    st = wait(lambda: (s := lab.state(prefer=survivor)) and not s["quorum"] and s, 120,
-              f"{survivor} to lose quorum", interval=0.3)
+    wait(lambda: (s := lab.state(prefer=survivor)) and not s["quorum"], 120,
+         f"{survivor} to lose quorum", interval=0.3)
     r.result["detected_s"] = r.since()
 
     def stopped():
@@ -539,7 +539,6 @@ def _observe_quorum(r: Run, before: dict, pr) -> None:
     wait(stopped, 120, f"{survivor} to stop every resource (no-quorum-policy=stop)")
     r.result["survivor_stopped_s"] = r.since()
     r.check(not lab.held_vips(survivor), f"{survivor} holds a VIP without quorum")
-    del st
 
 
 def _observe_full(r: Run, before: dict, pr) -> None:
@@ -564,9 +563,6 @@ OBSERVE = {"standby": _observe_standby, "kill": _observe_kill,
            "partition": _observe_partition, "quorum": _observe_quorum,
            "full": _observe_full, "rolling": _observe_rolling}
 
-
-def fencing_switch_running() -> bool:
-    return fenced.running_pid() is not None
 
 
 # ---- the failover report ------------------------------------------------------------
