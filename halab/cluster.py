@@ -88,3 +88,9 @@ def fence_events(xml_text: str) -> list[dict]:
 def fence_history_command(target: str) -> str:
     # --verbose: without it only the latest action shows
     return f"stonith_admin --history {target} --verbose --output-as=xml"
+
+
+def fenced_since(xml_text: str, since: float, status: str = "success") -> list[dict]:
+    """The fence events with `status` completed (to the second) at or after `since`."""
+    return [e for e in fence_events(xml_text)
+            if e.get("status") == status and e.get("at", 0) >= int(since)]

@@ -35,3 +35,15 @@ def declared(inventory: str | Path, names: tuple[str, ...] = NAMES) -> dict[str,
             raise HalabError(f"templating {inventory} failed:\n{proc.stdout[-2000:]}")
         return {p.stem: {k: v for k, v in json.loads(p.read_text()).items() if v != "__undefined__"}
                 for p in sorted(Path(tmp).glob("*.json"))}
+
+
+def vip(inventory: dict[str, dict], name: str) -> str:
+    """The address of the VIP called `name` in ha_vips."""
+    return next(v["address"] for v in next(iter(inventory.values()))["ha_vips"]
+                if v["name"] == name)
+
+
+def secret(inventory: dict[str, dict], name: str) -> str:
+    """A generated secret, read from the controller-side secrets directory."""
+    directory = Path(next(iter(inventory.values()))["ha_secrets_dir"])
+    return (directory / name).read_text().strip()

@@ -135,8 +135,7 @@ class Lab:
                 continue
             proc = self.sh(name, cluster.fence_history_command(target), check=False)
             if proc.returncode == 0:
-                return [e for e in cluster.fence_events(proc.stdout)
-                        if e.get("status") == status and e.get("at", 0) >= int(since)]
+                return cluster.fenced_since(proc.stdout, since, status)
         return []
 
     def halab(self, *args: str) -> None:

@@ -17,7 +17,7 @@ from urllib import error, request
 import pymysql
 import redis
 
-from halab.workloads import inventory_secret, inventory_vip
+from halab.declared import secret, vip
 
 Check = Callable[[], bool]
 Sample = tuple[float, bool]
@@ -104,15 +104,15 @@ def redis_master(host: str, port: int, password: str, key: str = "halab:probe",
 def from_inventory(inv: dict[str, dict]) -> dict[str, Check]:
     """The standard set: public VIP health endpoint, internal VIP stats page, a write
     to Galera and one to Redis through their VIPs."""
-    public, internal = inventory_vip(inv, "public"), inventory_vip(inv, "internal_api")
+    public, internal = vip(inv, "public"), vip(inv, "internal_api")
     return {
         "public": http(f"http://{public}:8888/healthz"),
         "internal": http(f"http://{internal}:1993/;csv",
-                         auth=("admin", inventory_secret(inv, "haproxy_stats_password"))),
-        "mysql": mysql(internal, 3306, "halab", inventory_secret(inv, "galera_user_halab"),
+                         auth=("admin", secret(inv, "haproxy_stats_password"))),
+        "mysql": mysql(internal, 3306, "halab", secret(inv, "galera_user_halab"),
                        "halab", table="halab_probe"),
-        "redis": redis_master(inventory_vip(inv, "redis"), 6379,
-                              inventory_secret(inv, "redis_password")),
+        "redis": redis_master(vip(inv, "redis"), 6379,
+                              secret(inv, "redis_password")),
     }
 
 

@@ -15,12 +15,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pika
 import pika.exceptions
 import pymysql
 import redis
+
+from halab.declared import secret, vip
 
 MAX_DURATION = 900.0  # a workload nobody stopped ends by itself after this long
 GAP = 1.0  # write gaps longer than this are listed
@@ -31,15 +32,6 @@ def new_run_id() -> str:
 
 
 # ---------------------------------------------------------------- inventory
-
-
-def inventory_vip(inv: dict[str, dict], name: str) -> str:
-    return next(v["address"] for v in next(iter(inv.values()))["ha_vips"] if v["name"] == name)
-
-
-def inventory_secret(inv: dict[str, dict], name: str) -> str:
-    directory = Path(next(iter(inv.values()))["ha_secrets_dir"])
-    return (directory / name).read_text().strip()
 
 
 def inventory_addresses(inv: dict[str, dict], network: str = "internal") -> list[str]:
@@ -182,8 +174,8 @@ class Bank(Workload):
 
     @classmethod
     def from_inventory(cls, inv: dict[str, dict], **kw) -> Bank:
-        return cls(inventory_vip(inv, "internal_api"), 3306, "halab",
-                   inventory_secret(inv, "galera_user_halab"), "halab", **kw)
+        return cls(vip(inv, "internal_api"), 3306, "halab",
+                   secret(inv, "galera_user_halab"), "halab", **kw)
 
     @property
     def total(self) -> int:
@@ -405,7 +397,7 @@ class RabbitConfirms(Workload):
     @classmethod
     def from_inventory(cls, inv: dict[str, dict], **kw) -> RabbitConfirms:
         return cls(inventory_addresses(inv), 5672, "openstack",
-                   inventory_secret(inv, "rabbitmq_user_openstack"), **kw)
+                   secret(inv, "rabbitmq_user_openstack"), **kw)
 
     def _connect(self, host: str) -> pika.BlockingConnection:
         params = pika.ConnectionParameters(
@@ -576,8 +568,8 @@ class RedisWait(Workload):
 
     @classmethod
     def from_inventory(cls, inv: dict[str, dict], **kw) -> RedisWait:
-        return cls(inventory_vip(inv, "redis"), 6379,
-                   inventory_secret(inv, "redis_password"), **kw)
+        return cls(vip(inv, "redis"), 6379,
+                   secret(inv, "redis_password"), **kw)
 
     def _client(self, timeout: float | None = None) -> redis.Redis:
         t = timeout or self.timeout

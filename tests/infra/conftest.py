@@ -15,7 +15,7 @@ import testinfra
 import yaml
 
 from halab import cluster
-from halab.declared import declared
+from halab.declared import declared, secret, vip  # noqa: F401 - used by the test modules
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = os.environ.get("HALAB_INVENTORY", str(ROOT / "inventory" / "lab"))
@@ -78,17 +78,6 @@ def wait_healthy(node, inventory, timeout: float = 180) -> dict:
     return wait_for(lambda: healthy(node, inventory), timeout, 2, "a healthy cluster")
 
 
-def secret(inventory, name: str) -> str:
-    """A generated secret, read from the controller-side secrets directory."""
-    directory = Path(next(iter(inventory.values()))["ha_secrets_dir"])
-    return (directory / name).read_text().strip()
-
-
-def vip(inventory, name: str) -> str:
-    return next(v["address"] for v in next(iter(inventory.values()))["ha_vips"]
-                if v["name"] == name)
-
-
 def pytest_collection_modifyitems(items):
     """Fault-injection modules (test_failover_*) run last: they change the cluster."""
     items.sort(key=lambda item: item.module.__name__.startswith("test_failover_"))
@@ -114,13 +103,7 @@ def init_pid(name: str) -> str | None:
         return None
 
 
-def fence_history(node, target: str) -> list[dict]:
-    """Every fencing action against `target` the cluster recorded."""
-    out = node.run(cluster.fence_history_command(target))
-    return cluster.fence_events(out.stdout) if out.rc == 0 else []
-
-
 def fenced_since(node, target: str, since: float, status: str = "success") -> list[dict]:
-    """Fencing actions against `target` completed (to the second) at or after `since`."""
-    return [e for e in fence_history(node, target)
-            if e.get("status") == status and e.get("at", 0) >= int(since)]
+    """Fencing actions against `target` with `status`, completed at or after `since`."""
+    out = node.run(cluster.fence_history_command(target))
+    return cluster.fenced_since(out.stdout, since, status) if out.rc == 0 else []

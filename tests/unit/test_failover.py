@@ -78,6 +78,9 @@ def test_fence_events_carry_epoch_seconds():
     events = cluster.fence_events(xml)
     assert events[0]["at"] == 1795694405
     assert "at" not in events[1]
+    assert [e["status"] for e in cluster.fenced_since(xml, 1795694405)] == ["success"]
+    assert cluster.fenced_since(xml, 1795694406) == []
+    assert cluster.fenced_since(xml, 1, status="failed") == []  # no completion time
 
 
 def test_vip_watch_measures_the_longest_double_holding():
