@@ -49,8 +49,10 @@ lint: host-deps
 unit: host-deps
 	pytest tests/unit -q
 
+# On failure the failed tests are printed last: molecule's destroy output follows them.
 molecule: host-deps
-	molecule test
+	rm -f reports/verify.xml
+	molecule test || { [ ! -f reports/verify.xml ] || halab failures reports/verify.xml; exit 1; }
 
 verify: host-deps ## the testinfra suite against a running lab
 	pytest tests/infra -p no:cacheprovider --hosts=ansible://controllers \

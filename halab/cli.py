@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="corosync token timeout to test ('default' = corosync's); repeat")
     fo.add_argument("--out", default="reports", help="report directory")
     fo.add_argument("--list", action="store_true", help="list the catalogue")
+    fl = sub.add_parser("failures", help="the failed tests of a pytest JUnit XML file")
+    fl.add_argument("junit_xml")
     daemon = sub.add_parser("fenced")  # the daemon itself, started by `fencing start`
     daemon.add_argument("action", choices=["serve"])
     args = p.parse_args(argv)
@@ -82,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 sys.stdout.write(text)
             return 0
+        if args.cmd == "failures":
+            from halab.report import junit_failures
+
+            text = junit_failures(args.junit_xml)
+            print(text or "no failed tests")
+            return 1 if text else 0
         if os.geteuid() != 0:
             raise HalabError("halab needs root (namespaces, mounts and systemd-nspawn)")
         if args.cmd == "ssh":

@@ -303,3 +303,18 @@ def write(results: list[dict], directory: str | Path) -> list[Path]:
     mdp = directory / f"failover-{stamp}.md"
     mdp.write_text(md)
     return [js, mdp, *pngs]
+
+
+def junit_failures(path: str | Path, lines: int = 12) -> str:
+    """The failed and erroring tests of a pytest JUnit XML file, each with the first
+    lines of its message: CI shows only the tail of the log, after molecule's destroy."""
+    import xml.etree.ElementTree as ET
+
+    out = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        for bad in (*case.findall("failure"), *case.findall("error")):
+            text = (bad.get("message") or "") + "\n" + (bad.text or "")
+            head = [ln for ln in text.strip().splitlines() if ln.strip()][:lines]
+            out.append(f"{bad.tag.upper()}: {case.get('classname')}::{case.get('name')}\n  "
+                       + "\n  ".join(head))
+    return "\n".join(out)

@@ -152,3 +152,21 @@ def test_a_missing_figure_is_not_measured_but_a_missing_recovery_is_never():
     assert "| power-loss-public-vip-owner | 1 | n/a (1) | never (1) |" in md
     assert "Galera writes via its VIP after a node's power loss: goal ≤ 8 s " \
            "(default, power-loss*): not measured" in md
+
+
+def test_junit_failures_names_each_failed_test(tmp_path):
+    xml = tmp_path / "verify.xml"
+    xml.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="test_a" name="test_ok"/>'
+        '<testcase classname="test_b" name="test_bad[x]">'
+        '<failure message="AssertionError: 2 lost">trace line\n\nmore</failure></testcase>'
+        '<testcase classname="test_c" name="test_err"><error message="boom"/></testcase>'
+        "</testsuite></testsuites>")
+    text = report.junit_failures(xml)
+    assert "FAILURE: test_b::test_bad[x]\n  AssertionError: 2 lost\n  trace line\n  more" in text
+    assert "ERROR: test_c::test_err\n  boom" in text
+    assert "test_ok" not in text
+    xml.write_text('<testsuites><testsuite><testcase classname="a" name="b"/></testsuite>'
+                   "</testsuites>")
+    assert report.junit_failures(xml) == ""
