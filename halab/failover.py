@@ -279,7 +279,8 @@ def _clients(lab: Lab, with_workloads: bool) -> tuple[object, dict]:
     if with_workloads:
         loads = {"bank": workloads.Bank.from_inventory(lab.inventory),
                  "rabbitmq": workloads.RabbitConfirms.from_inventory(lab.inventory),
-                 "redis": workloads.RedisWait.from_inventory(lab.inventory)}
+                 "redis": workloads.RedisWait.from_inventory(lab.inventory),
+                 "keystone": workloads.Tokens.from_inventory(lab.inventory)}
     return pr, loads
 
 
@@ -337,6 +338,7 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
             r.result["data"][key]["expected_loss"] = spec.expected_loss[key]
         else:
             r.check(not lost, f"{key} lost acknowledged data: {lost}")
+        r.violations += [f"{key}: {v}" for v in r.result["data"][key].get("violations", [])]
     r.result.update(
         scenario=name, victim=r.victim, t0=r.t0, violations=r.violations,
         services={s: {"recovered_s": pr.recovered_after(s, r.t0),
@@ -345,6 +347,8 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
     )
     if "bank" in r.result["data"]:
         r.result["galera_write_gap_s"] = r.result["data"]["bank"].get("longest_gap_s")
+    if "keystone" in r.result["data"]:
+        r.result["keystone_gap_s"] = r.result["data"]["keystone"].get("longest_gap_s")
     return r.result
 
 

@@ -30,6 +30,7 @@ STACK_PACKAGES = (
     "haproxy", "memcached",
     "mariadb-server", "mariadb-client", "galera-4", "rsync", "socat", "python3-pymysql",
     "redis-server", "rabbitmq-server",
+    "keystone", "python3-openstackclient",
     "curl", "psmisc", "procps", "lsof", "netcat-openbsd",
 )
 REPO_DIR = "srv/halab-apt"  # inside the image

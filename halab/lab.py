@@ -127,6 +127,21 @@ def parse_crm_mon(text: str) -> dict:
     return view
 
 
+def _endpoints() -> dict | None:
+    """The catalog of a token issued through the public VIP, each endpoint asked once;
+    None before the playbook wrote clouds.yaml."""
+    from halab import keystone
+
+    if not keystone.clouds_yaml().exists():
+        return None
+    cloud = keystone.load()
+    token, body = keystone.issue(cloud, timeout=5)
+    rows = keystone.endpoints(body) if token else []
+    for row in rows:
+        row["status"], row["ms"] = keystone.answers(row["url"])
+    return {"auth_url": cloud.auth_url, "token_issued": bool(token), "endpoints": rows}
+
+
 def status(as_json: bool = False) -> int:
     rows = []
     for node in topology.NODES:
@@ -137,8 +152,9 @@ def status(as_json: bool = False) -> int:
         rows.append({"node": node.name, "state": state,
                      **{n.name: node.address(n.name) for n in topology.NETWORKS}})
     cluster = _cluster_view() if any(r["state"] == "running" for r in rows) else None
+    apis = _endpoints() if cluster is not None else None
     if as_json:
-        print(json.dumps({"nodes": rows, "cluster": cluster}, indent=2))
+        print(json.dumps({"nodes": rows, "cluster": cluster, "apis": apis}, indent=2))
         return 0
     names = [n.name for n in topology.NETWORKS]
     print(f"{'NODE':<24} {'STATE':<9} " + " ".join(f"{n.upper():<16}" for n in names))
@@ -163,4 +179,11 @@ def status(as_json: bool = False) -> int:
     for f in cluster["failures"]:
         why = f.get("exitreason") or f.get("status")
         print(f"  FAILED {f.get('op_key')} on {f.get('node')}: {why}")
+    if apis is not None:
+        issued = "token issued" if apis["token_issued"] else "TOKEN ISSUE FAILED"
+        print(f"API endpoints (the catalog; {issued} at {apis['auth_url']}):")
+        for e in apis["endpoints"]:
+            answer = f"HTTP {e['status']}" if e["status"] else "NO ANSWER"
+            print(f"  {e['service']:<10} {e['interface']:<9} {e['url']:<36} "
+                  f"{answer} {e['ms']} ms")
     return 0

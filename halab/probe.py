@@ -12,11 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 from http.client import HTTPException
+from pathlib import Path
 from urllib import error, request
 
 import pymysql
 import redis
 
+from halab import keystone
 from halab.declared import secret, vip
 
 Check = Callable[[], bool]
@@ -103,9 +105,12 @@ def redis_master(host: str, port: int, password: str, key: str = "halab:probe",
 
 def from_inventory(inv: dict[str, dict]) -> dict[str, Check]:
     """The standard set: public VIP health endpoint, internal VIP stats page, a write
-    to Galera and one to Redis through their VIPs."""
+    to Galera and one to Redis through their VIPs; Keystone's version document through
+    the public endpoint of clouds.yaml, once the playbook wrote it."""
     public, internal = vip(inv, "public"), vip(inv, "internal_api")
-    return {
+    clouds = Path(next(iter(inv.values()))["ha_secrets_dir"]) / "clouds.yaml"
+    api = {"keystone": http(keystone.load(clouds).auth_url)} if clouds.exists() else {}
+    return {**api,
         "public": http(f"http://{public}:8888/healthz"),
         "internal": http(f"http://{internal}:1993/;csv",
                          auth=("admin", secret(inv, "haproxy_stats_password"))),

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no global backend or state
 
-TIMINGS = ("detected_s", "redis_promoted_s", "galera_write_gap_s", "healthy_again_s")
+TIMINGS = ("detected_s", "redis_promoted_s", "galera_write_gap_s", "keystone_gap_s",
+           "healthy_again_s")
 # Data-safety counts summed over runs, per workload (halab.workloads verify() keys).
 SAFETY = {
     "bank": ("acknowledged", "lost_acknowledged", "indeterminate", "failed_but_committed",
@@ -21,6 +22,8 @@ SAFETY = {
                  "unconfirmed_but_delivered"),
     "redis": ("acknowledged", "errors", "lost_all_replicas", "partial_replication_lost",
               "by_replicas"),
+    # failed: token requests answered with an error or not at all (not data loss)
+    "keystone": ("issued", "failed", "refused", "validation_errors"),
 }
 # What "lost acknowledged writes" counts: a bank COMMIT that returned, a confirmed
 # message, a Redis write WAIT reported on every replica (Redis replicates
@@ -125,6 +128,7 @@ def _fmt(st: dict | None, none: str = "n/a") -> str:
 def _data_row(g: dict) -> str:
     d = g["data"]
     bank, rmq, red = d.get("bank", {}), d.get("rabbitmq", {}), d.get("redis", {})
+    ks = d.get("keystone", {})
     cls = red.get("by_replicas", {})
     redis_cls = " / ".join(f"{cls[n].get('lost', 0)} of {cls[n].get('acknowledged', 0)}"
                            for n in sorted(cls, reverse=True)) or "–"
@@ -134,7 +138,8 @@ def _data_row(g: dict) -> str:
         str(bank.get("indeterminate", "–")), str(bank.get("bad_reads", "–")),
         f"{rmq.get('lost_confirmed', '–')} of {rmq.get('confirmed', '–')}",
         str(rmq.get("duplicates", "–")), str(rmq.get("unconfirmed_but_delivered", "–")),
-        redis_cls, str(g["runs_with_violations"]),
+        redis_cls, f"{ks.get('failed', '–')} of {ks.get('issued', 0) + ks.get('failed', 0)}"
+        if ks else "–", str(ks.get("refused", "–")), str(g["runs_with_violations"]),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -202,7 +207,7 @@ def markdown(summary: dict, goals: tuple[Goal, ...] | list[Goal] = GOALS) -> str
         services = sorted({k.split(":", 1)[1] for g in groups for k in g["timing"]
                            if k.startswith("recovered_s:")})
         head = (["scenario", "runs", "detected"] + [f"{s} back" for s in services]
-                + ["redis promoted", "galera write gap", "healthy again"])
+                + ["redis promoted", "galera write gap", "token issue gap", "healthy again"])
         lines += ["", f"## totem: {totem}", "", "| " + " | ".join(head) + " |",
                   "|" + "---|" * len(head)]
         for g in groups:
@@ -213,7 +218,8 @@ def markdown(summary: dict, goals: tuple[Goal, ...] | list[Goal] = GOALS) -> str
             lines.append("| " + " | ".join(cells) + " |")
         head = ["scenario", "bank lost", "bank indeterminate", "bank bad reads",
                 "rabbitmq lost", "rabbitmq duplicates", "rabbitmq unconfirmed delivered",
-                "redis lost by WAIT replicas (high→low)", "runs with violations"]
+                "redis lost by WAIT replicas (high→low)", "token issues failed",
+                "tokens refused", "runs with violations"]
         lines += ["", "Data safety (summed over runs; lost of acknowledged):", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += [_data_row(g) for g in groups]

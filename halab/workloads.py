@@ -1,5 +1,6 @@
 """Jepsen-style client workloads that run through a fault and then check what the
-cluster kept: a bank on Galera, confirmed publishes on RabbitMQ, WAITed writes on Redis.
+cluster kept: a bank on Galera, confirmed publishes on RabbitMQ, WAITed writes on Redis,
+tokens from Keystone.
 
 Each workload: start() runs its clients in background threads, stop() ends them,
 verify() (after the fault was repaired) reads the data back and returns figures
@@ -15,12 +16,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
 import pymysql
 import redis
 
+from halab import keystone
 from halab.declared import secret, vip
 
 MAX_DURATION = 900.0  # a workload nobody stopped ends by itself after this long
@@ -648,5 +652,106 @@ class RedisWait(Workload):
                        (redis.exceptions.RedisError,), seconds=20)
             result["keys_kept"] = False
         client.close()
+        result["ok"] = result["ok"] and not result["worker_crashes"]
+        return result
+
+
+# ---------------------------------------------------------------- Keystone: tokens
+
+
+class Tokens(Workload):
+    """`openstack token issue` as the API sees it: POST /v3/auth/tokens through the
+    public VIP, each token then validated through the same VIP (HAProxy balances round
+    robin, so mostly on another node). After the fault, verify() has every node issue
+    a token that every node must accept: the fernet keys are the same everywhere."""
+
+    def __init__(self, cloud: keystone.Cloud, node_urls: dict[str, str], workers: int = 2,
+                 rate: float = 1.0, timeout: float = 5.0, run_id: str | None = None,
+                 max_duration: float = MAX_DURATION):
+        super().__init__(run_id, rate, max_duration)
+        self.cloud, self.node_urls = cloud, node_urls
+        self.workers, self.timeout = workers, timeout
+        self.issued = 0
+        self.failed: dict[str, int] = {}  # HTTP status ("0": no answer) -> count
+        self.validated = self.validation_errors = 0
+        self.refused: list[int] = []  # statuses of valid tokens said to be invalid
+
+    @classmethod
+    def from_inventory(cls, inv: dict[str, dict], **kw) -> Tokens:
+        """Credentials and the public endpoint from the lab's clouds.yaml; the nodes'
+        own Keystones on the same port as the VIP's."""
+        hv = next(iter(inv.values()))
+        cloud = keystone.load(Path(hv["ha_secrets_dir"]) / "clouds.yaml")
+        port = urlsplit(cloud.auth_url).port
+        return cls(cloud, {n: f"http://{h['ha_addresses']['internal']}:{port}"
+                           for n, h in inv.items()}, **kw)
+
+    def _workers(self) -> list[Callable[[], None]]:
+        return [self._loop] * self.workers
+
+    def record_issue(self, status: int, t: float | None = None) -> None:
+        with self._lock:
+            if status == 201:
+                self.issued += 1
+                self.ack_times.append(time.time() if t is None else t)
+            else:
+                self.failed[str(status)] = self.failed.get(str(status), 0) + 1
+
+    def record_validation(self, status: int) -> None:
+        """200: accepted; 401/404: a valid token refused; anything else: an error."""
+        with self._lock:
+            if status == 200:
+                self.validated += 1
+            elif status in (401, 404):
+                self.refused.append(status)
+            else:
+                self.validation_errors += 1
+
+    def _loop(self) -> None:
+        for _ in self._ticks(self.rate):
+            token, status = keystone.issue_status(self.cloud, self.timeout)
+            self.record_issue(status)
+            if token:
+                self.record_validation(keystone.validate(self.cloud.auth_url, token,
+                                                         self.timeout))
+
+    def cross_node(self) -> list[str]:
+        """issuer->validator pairs whose validation failed, every node with every node."""
+        refused = []
+        for a, url in self.node_urls.items():
+            def issue(u=url) -> str:
+                token = keystone.issue(self.cloud.at(u), self.timeout)[0]
+                if token is None:
+                    raise OSError(f"no token from {u}")
+                return token
+            token = _retry(issue, (OSError,))
+            refused += [f"{a}->{b}" for b, other in self.node_urls.items()
+                        if keystone.validate(f"{other}/v3", token, self.timeout) != 200]
+        return refused
+
+    def evaluate(self, cross_refused: list[str]) -> dict:
+        figures = {
+            "issued": self.issued, "failed": sum(self.failed.values()),
+            "failed_by_status": dict(self.failed), "validated": self.validated,
+            "validation_errors": self.validation_errors, "refused": len(self.refused),
+            "cross_node_checked": len(self.node_urls) ** 2,
+            "cross_node_refused": cross_refused,
+            "violations": [],
+        }
+        if self.refused:
+            figures["violations"].append(
+                f"{len(self.refused)} valid tokens refused (HTTP {sorted(set(self.refused))})")
+        if cross_refused:
+            figures["violations"].append(f"tokens refused across nodes: {cross_refused}")
+        figures["ok"] = not figures["violations"]
+        return figures
+
+    def verify(self) -> dict:
+        self.stop()
+        try:
+            cross = self.cross_node()
+        except OSError as exc:  # a node that cannot issue at all, after the repair
+            cross = [f"issue failed: {exc}"]
+        result = {**self.evaluate(cross), **self._common()}
         result["ok"] = result["ok"] and not result["worker_crashes"]
         return result

@@ -29,7 +29,7 @@ def lab(inventory):
 
 def figures(result: dict) -> str:
     keys = ("detected_s", "fenced_s", "vips_moved_s", "redis_promoted_s", "resource_back_s",
-            "services_back_s", "galera_write_gap_s", "healthy_again_s")
+            "services_back_s", "galera_write_gap_s", "keystone_gap_s", "healthy_again_s")
     shown = [f"{k}={result[k]}" for k in keys if result.get(k) is not None]
     for svc, s in result.get("services", {}).items():
         shown.append(f"{svc}:{s['recovered_s']}")

@@ -78,11 +78,40 @@ def simulate(cib: Path, out: Path, *args: str) -> dict[str, list[str]]:
     return placed
 
 
+def promotion_scores(path: Path, data) -> None:
+    """The master-<primitive> scores the galera and redis agents set on running nodes
+    (crm_master), which the scheduler needs before it promotes anything."""
+    env = {**os.environ, "CIB_file": str(path)}
+    for rsc in data[CONTROLLERS[0]]["pacemaker_resources"]:
+        if rsc.get("promotable"):
+            for node in CONTROLLERS:
+                subprocess.run(["crm_attribute", "--node", node, "--lifetime", "reboot",
+                                "--name", f"master-{rsc['id']}", "--update", "100"],
+                               check=True, capture_output=True, env=env, timeout=60)
+
+
 @pytest.fixture(scope="module")
-def steady(cib, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("steady") / "steady.xml"
+def started(cib, tmp_path_factory) -> tuple[Path, dict]:
+    """Every node up, before any agent has set a promotion score."""
+    out = tmp_path_factory.mktemp("started") / "started.xml"
     up = [a for n in [*CONTROLLERS, SPARE] for a in ("--node-up", n)]
     return out, simulate(cib, out, *up)
+
+
+@pytest.fixture(scope="module")
+def steady(started, data, tmp_path_factory) -> tuple[Path, dict]:
+    """Then the agents' promotion scores, and the transition that follows."""
+    path, _ = started
+    promotion_scores(path, data)
+    out = tmp_path_factory.mktemp("steady") / "steady.xml"
+    return out, simulate(path, out)
+
+
+def test_keystone_waits_for_its_nodes_galera_promotion(started, steady):
+    _, before = started
+    _, after = steady
+    assert before["galera-master"] and not before["keystone-clone"]
+    assert sorted(after["keystone-clone"]) == CONTROLLERS
 
 
 def vip_ids(data) -> list[str]:

@@ -1,0 +1,105 @@
+"""Keystone's identity API with the standard library only (no client libraries, so a
+failed request is the server's answer, not a client's retry): issue and validate
+tokens, read the service catalog, check that an endpoint answers."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from http.client import HTTPException
+from pathlib import Path
+from urllib import error, request
+
+import yaml
+
+from halab import topology
+
+TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Cloud:
+    auth_url: str  # ends in /v3
+    username: str
+    password: str
+    project: str
+    user_domain: str = "Default"
+    project_domain: str = "Default"
+
+    def at(self, base: str) -> Cloud:
+        """The same credentials against another Keystone (http://host:port)."""
+        return Cloud(f"{base}/v3", self.username, self.password, self.project,
+                     self.user_domain, self.project_domain)
+
+
+def clouds_yaml() -> Path:
+    """Where the lab's playbook writes clouds.yaml (keystone_clouds_yaml)."""
+    return topology.state_dir() / "secrets" / "clouds.yaml"
+
+
+def load(path: str | Path | None = None, name: str = "openstack-ha-lab") -> Cloud:
+    auth = yaml.safe_load(Path(path or clouds_yaml()).read_text())["clouds"][name]["auth"]
+    return Cloud(auth["auth_url"].rstrip("/"), auth["username"], auth["password"],
+                 auth["project_name"], auth.get("user_domain_name", "Default"),
+                 auth.get("project_domain_name", "Default"))
+
+
+def _call(req: request.Request, timeout: float) -> tuple[int, dict, dict]:
+    """(status, headers, JSON body); status 0 when no HTTP answer came back."""
+    try:
+        with request.urlopen(req, timeout=timeout) as resp:
+            body = resp.read()
+            return resp.status, dict(resp.headers), json.loads(body) if body else {}
+    except error.HTTPError as exc:
+        return exc.code, dict(exc.headers), {}
+    except (OSError, HTTPException, ValueError):
+        return 0, {}, {}
+
+
+def issue(cloud: Cloud, timeout: float = TIMEOUT) -> tuple[str | None, dict]:
+    """POST /v3/auth/tokens with the password: (token or None, the token body)."""
+    token, _, data = _issue(cloud, timeout)
+    return token, data
+
+
+def issue_status(cloud: Cloud, timeout: float = TIMEOUT) -> tuple[str | None, int]:
+    """(token or None, HTTP status; 0 when no answer came back)."""
+    token, status, _ = _issue(cloud, timeout)
+    return token, status
+
+
+def _issue(cloud: Cloud, timeout: float) -> tuple[str | None, int, dict]:
+    body = {"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": cloud.username, "password": cloud.password,
+            "domain": {"name": cloud.user_domain}}}},
+        "scope": {"project": {"name": cloud.project,
+                              "domain": {"name": cloud.project_domain}}}}}
+    req = request.Request(f"{cloud.auth_url}/auth/tokens", data=json.dumps(body).encode(),
+                          headers={"Content-Type": "application/json"}, method="POST")
+    status, headers, data = _call(req, timeout)
+    return (headers.get("X-Subject-Token") if status == 201 else None), status, data
+
+
+def validate(auth_url: str, token: str, timeout: float = TIMEOUT) -> int:
+    """GET /v3/auth/tokens: the token validating itself (200 when valid)."""
+    req = request.Request(f"{auth_url}/auth/tokens",
+                          headers={"X-Auth-Token": token, "X-Subject-Token": token})
+    return _call(req, timeout)[0]
+
+
+def endpoints(token_body: dict) -> list[dict]:
+    """The catalog of a token body, flattened: service, type, interface, region, url."""
+    return [{"service": svc.get("name"), "type": svc.get("type"),
+             "interface": ep.get("interface"), "region": ep.get("region_id"),
+             "url": ep.get("url")}
+            for svc in token_body.get("token", {}).get("catalog", [])
+            for ep in svc.get("endpoints", [])]
+
+
+def answers(url: str, timeout: float = 2.0) -> tuple[int, float]:
+    """GET url: (HTTP status or 0, milliseconds)."""
+    t = time.monotonic()
+    status = _call(request.Request(url), timeout)[0]
+    return status, round((time.monotonic() - t) * 1000, 1)

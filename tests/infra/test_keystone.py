@@ -1,0 +1,133 @@
+"""Keystone active/active: a Pacemaker clone on every controller behind HAProxy on the
+public and internal VIPs, one database on Galera, the same fernet keys everywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from conftest import cluster_state, setting, vip
+
+from halab import keystone
+
+
+@pytest.fixture(scope="module")
+def hv(inventory) -> dict:
+    return next(iter(inventory.values()))
+
+
+@pytest.fixture(scope="module")
+def clouds(hv) -> Path:
+    return Path(setting(hv, "keystone", "keystone_secrets_dir")) / "clouds.yaml"
+
+
+@pytest.fixture(scope="module")
+def cloud(clouds) -> keystone.Cloud:
+    return keystone.load(clouds)
+
+
+def port(hv) -> int:
+    return setting(hv, "keystone", "keystone_port")
+
+
+def openstack(clouds: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The openstack client from the host, as a user runs it."""
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(clouds), "OS_CLOUD": "openstack-ha-lab"}
+    return subprocess.run(["openstack", *args, "-f", "json"], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+
+
+def test_keystone_clone_runs_on_every_controller(any_node, inventory):
+    assert sorted(cluster_state(any_node)["started"].get("keystone-clone", [])) == \
+        sorted(inventory)
+
+
+def test_only_pacemaker_starts_keystone(host):
+    assert not host.service("keystone").is_enabled
+    assert host.service("keystone").is_running
+
+
+def test_uwsgi_listens_on_the_node_address_not_the_vips(host, inventory, hv):
+    addresses = inventory[host.backend.get_hostname()]["ha_addresses"]
+    assert host.socket(f"tcp://{addresses['internal']}:{port(hv)}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{port(hv)}").is_listening
+    assert not host.socket(f"tcp://{addresses['external']}:{port(hv)}").is_listening
+
+
+def test_keystone_is_ordered_after_galera_promotion_and_memcached(any_node):
+    xml = ET.fromstring(any_node.check_output("cibadmin --query --scope constraints"))
+    orders = {(o.get("first"), o.get("first-action"), o.get("then")) for o in xml.iter("rsc_order")}
+    assert ("galera-master", "promote", "keystone-clone") in orders
+    assert ("memcached-clone", "start", "keystone-clone") in orders
+
+
+def test_haproxy_checks_every_keystone_backend(any_node):
+    csv = any_node.check_output("echo 'show stat' | socat - UNIX-CONNECT:/run/haproxy/admin.sock")
+    rows = [line.split(",") for line in csv.splitlines() if line.startswith("keystone,")]
+    servers = {r[1]: r[17] for r in rows if r[1] not in ("FRONTEND", "BACKEND")}
+    assert len(servers) == 3 and set(servers.values()) == {"UP"}, servers
+    assert all(r[36] == "L7OK" for r in rows if r[1] in servers), "health check is not HTTP"
+
+
+@pytest.mark.parametrize("vip_name", ["public", "internal_api"])
+def test_token_issue_through_each_vip(cloud, inventory, hv, vip_name):
+    target = cloud.at(f"http://{vip(inventory, vip_name)}:{port(hv)}")
+    token, body = keystone.issue(target)
+    assert token, f"no token through {target.auth_url}"
+    assert body["token"]["project"]["name"] == cloud.project
+    assert keystone.validate(target.auth_url, token) == 200
+
+
+def test_every_node_accepts_the_tokens_of_every_other(cloud, inventory, hv):
+    urls = {n: f"http://{h['ha_addresses']['internal']}:{port(hv)}" for n, h in inventory.items()}
+    for issuer, url in urls.items():
+        token, _ = keystone.issue(cloud.at(url))
+        assert token, issuer
+        for validator, other in urls.items():
+            assert keystone.validate(f"{other}/v3", token) == 200, f"{issuer} -> {validator}"
+
+
+def test_fernet_and_credential_keys_are_identical_on_every_node(nodes):
+    for repo in ("fernet-keys", "credential-keys"):
+        seen = {}
+        for name, node in nodes.items():
+            d = node.file(f"/etc/keystone/{repo}")
+            assert d.user == "keystone" and d.mode == 0o700, (name, repo)
+            seen[name] = node.check_output(f"cd /etc/keystone/{repo} && sha256sum * | sort")
+            for line in seen[name].splitlines():
+                f = node.file(f"/etc/keystone/{repo}/{line.split()[1]}")
+                assert f.user == "keystone" and f.mode == 0o600, (name, repo, f.path)
+        assert len(set(seen.values())) == 1, seen
+        assert len(next(iter(seen.values())).splitlines()) >= 2  # staged and primary
+
+
+def test_openstack_client_from_the_host(clouds, inventory, hv):
+    issued = openstack(clouds, "token", "issue")
+    assert issued.returncode == 0, issued.stderr
+    assert json.loads(issued.stdout)["id"]
+    listed = openstack(clouds, "endpoint", "list")
+    assert listed.returncode == 0, listed.stderr
+    urls = {(e["Interface"], e["URL"]) for e in json.loads(listed.stdout)}
+    public = f"http://{vip(inventory, 'public')}:{port(hv)}/v3"
+    internal = f"http://{vip(inventory, 'internal_api')}:{port(hv)}/v3"
+    assert {("public", public), ("internal", internal), ("admin", internal)} <= urls
+
+
+def test_no_default_credentials(cloud, clouds, hv):
+    for password in ("admin", "password", "secret", "openstack", ""):
+        guess = keystone.Cloud(cloud.auth_url, cloud.username, password, cloud.project)
+        assert keystone.issue(guess)[0] is None, f"admin/{password!r} works"
+    assert len(cloud.password) >= 32
+    assert stat.S_IMODE(clouds.stat().st_mode) == 0o600
+    assert stat.S_IMODE((clouds.parent / "galera_user_keystone").stat().st_mode) & 0o077 == 0
+
+
+def test_keystone_conf_is_not_world_readable(host):
+    f = host.file("/etc/keystone/keystone.conf")
+    assert f.group == "keystone" and f.mode == 0o640
+    assert "connection = mysql+pymysql://keystone:" in f.content_string
