@@ -6,9 +6,12 @@ declared data, templated by Ansible)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import time
 from pathlib import Path
+from urllib import request
 
 import pytest
 import testinfra
@@ -58,6 +61,18 @@ def wait_for(condition, timeout: float, interval: float = 1.0, what: str = "cond
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def haproxy_servers(inventory, proxy: str) -> dict[str, dict]:
+    """Rows of HAProxy's CSV stats for one listener, by server name (the stats page on
+    the internal VIP)."""
+    url = f"http://{vip(inventory, 'internal_api')}:1993/;csv"
+    mgr = request.HTTPPasswordMgrWithDefaultRealm()
+    mgr.add_password(None, url, "admin", secret(inventory, "haproxy_stats_password"))
+    with request.build_opener(request.HTTPBasicAuthHandler(mgr)).open(url, timeout=5) as r:
+        rows = csv.DictReader(io.StringIO(r.read().decode().lstrip("# ")))
+    return {row["svname"]: row for row in rows
+            if row["pxname"] == proxy and row["svname"] not in ("FRONTEND", "BACKEND")}
 
 
 def cluster_state(node) -> dict:

@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import cluster_state, setting, vip
+from conftest import cluster_state, haproxy_servers, setting, vip, wait_for
 
 from halab import keystone
 
@@ -66,12 +66,14 @@ def test_keystone_is_ordered_after_galera_promotion_and_memcached(any_node):
     assert ("memcached-clone", "start", "keystone-clone") in orders
 
 
-def test_haproxy_checks_every_keystone_backend(any_node):
-    csv = any_node.check_output("echo 'show stat' | socat - UNIX-CONNECT:/run/haproxy/admin.sock")
-    rows = [line.split(",") for line in csv.splitlines() if line.startswith("keystone,")]
-    servers = {r[1]: r[17] for r in rows if r[1] not in ("FRONTEND", "BACKEND")}
-    assert len(servers) == 3 and set(servers.values()) == {"UP"}, servers
-    assert all(r[36] == "L7OK" for r in rows if r[1] in servers), "health check is not HTTP"
+def test_haproxy_checks_every_keystone_backend_over_http(inventory):
+    servers = haproxy_servers(inventory, "keystone")
+    assert sorted(servers) == sorted(inventory)
+    assert {s["bck"] for s in servers.values()} == {"0"}  # all active: round robin
+    wait_for(lambda: {n: (s["status"], s["check_status"])
+                      for n, s in haproxy_servers(inventory, "keystone").items()
+                      if (s["status"], s["check_status"]) != ("UP", "L7OK")} == {},
+             30, 1, "every keystone backend UP by its HTTP check")
 
 
 @pytest.mark.parametrize("vip_name", ["public", "internal_api"])
