@@ -45,14 +45,19 @@ def load(path: str | Path | None = None, name: str = "openstack-ha-lab") -> Clou
                  auth.get("project_domain_name", "Default"))
 
 
+def _lower(headers) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
 def _call(req: request.Request, timeout: float) -> tuple[int, dict, dict]:
-    """(status, headers, JSON body); status 0 when no HTTP answer came back."""
+    """(status, headers with lower-case names, JSON body); status 0 when no HTTP answer
+    came back. HAProxy passes header names in lower case."""
     try:
         with request.urlopen(req, timeout=timeout) as resp:
             body = resp.read()
-            return resp.status, dict(resp.headers), json.loads(body) if body else {}
+            return resp.status, _lower(resp.headers), json.loads(body) if body else {}
     except error.HTTPError as exc:
-        return exc.code, dict(exc.headers), {}
+        return exc.code, _lower(exc.headers), {}
     except (OSError, HTTPException, ValueError):
         return 0, {}, {}
 
@@ -79,7 +84,7 @@ def _issue(cloud: Cloud, timeout: float) -> tuple[str | None, int, dict]:
     req = request.Request(f"{cloud.auth_url}/auth/tokens", data=json.dumps(body).encode(),
                           headers={"Content-Type": "application/json"}, method="POST")
     status, headers, data = _call(req, timeout)
-    return (headers.get("X-Subject-Token") if status == 201 else None), status, data
+    return (headers.get("x-subject-token") if status == 201 else None), status, data
 
 
 def validate(auth_url: str, token: str, timeout: float = TIMEOUT) -> int:

@@ -23,7 +23,7 @@ def hv(inventory) -> dict:
 
 @pytest.fixture(scope="module")
 def clouds(hv) -> Path:
-    return Path(setting(hv, "keystone", "keystone_secrets_dir")) / "clouds.yaml"
+    return Path(hv["ha_secrets_dir"]) / "clouds.yaml"
 
 
 @pytest.fixture(scope="module")
