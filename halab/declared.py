@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,7 +29,10 @@ def declared(inventory: str | Path, names: tuple[str, ...] = NAMES) -> dict[str,
     """{host: {var: templated value}} for every controller; undefined vars are left out."""
     with tempfile.TemporaryDirectory(prefix="halab-declared-") as tmp:
         extra = json.dumps({"halab_declared_dir": tmp, "halab_names": list(names)})
-        cmd = ["ansible-playbook", "-i", str(inventory), str(PLAYBOOK), "-e", extra]
+        # The virtualenv's own, also when its bin/ is not on PATH (.venv/bin/halab ...).
+        exe = shutil.which("ansible-playbook") or str(Path(sys.executable).with_name(
+            "ansible-playbook"))
+        cmd = [exe, "-i", str(inventory), str(PLAYBOOK), "-e", extra]
         env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env,
                               timeout=180)

@@ -48,6 +48,8 @@ GOALS = (
          scenario="power-loss"),
     Goal("Galera writes via its VIP after a node's power loss", "galera_write_gap_s", 8.0,
          scenario="power-loss"),
+    Goal("Keystone tokens via the public VIP after a node's power loss", "keystone_gap_s",
+         10.0, scenario="power-loss"),
     Goal("lost acknowledged writes", "lost", 0),
 )
 

@@ -133,3 +133,22 @@ def test_keystone_conf_is_not_world_readable(host):
     f = host.file("/etc/keystone/keystone.conf")
     assert f.group == "keystone" and f.mode == 0o640
     assert "connection = mysql+pymysql://keystone:" in f.content_string
+
+
+def test_a_draining_node_leaves_haproxy_and_comes_back(nodes, inventory, cloud, hv):
+    """The stop's drain file fails /healthcheck: HAProxy takes the node out while
+    tokens keep coming through the VIP; without the file it is back."""
+    name, node = next(iter(nodes.items()))
+    drain = setting(hv, "keystone", "keystone_drain_file")
+
+    def status() -> str:
+        return haproxy_servers(inventory, "keystone")[name]["status"]
+
+    node.check_output(f"runuser -u keystone -- touch {drain}")
+    try:
+        wait_for(lambda: status() == "DOWN", 15, 0.5, f"{name} DOWN in HAProxy")
+        for _ in range(3):  # round robin over what is left: every issue lands elsewhere
+            assert keystone.issue(cloud)[0]
+    finally:
+        node.check_output(f"rm -f {drain}")
+    wait_for(lambda: status() == "UP", 15, 0.5, f"{name} UP again in HAProxy")
