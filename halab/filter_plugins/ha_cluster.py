@@ -47,10 +47,13 @@ def vip_resources(vips: list[dict], networks: dict, monitor: str = "10s") -> lis
 
 
 def vip_constraints(vips: list[dict], clone: str = "haproxy-clone") -> dict[str, list]:
-    """Start the VIP, then HAProxy (Optional); keep the VIP where HAProxy runs."""
+    """Start the VIP, then HAProxy (Optional); keep the VIP where HAProxy runs. Starts
+    only (not symmetrical): a stopping node's VIP leaves without waiting for its HAProxy
+    to stop, which can take seconds, and a transition aborted meanwhile (a Redis stop
+    changes master scores) would hold the VIP back until every stop in flight ended."""
     return {
-        "order": [{"first": f"ip-{v['address']}", "then": clone, "kind": "Optional"}
-                  for v in vips],
+        "order": [{"first": f"ip-{v['address']}", "then": clone, "kind": "Optional",
+                   "symmetrical": False} for v in vips],
         "colocation": [{"resource": f"ip-{v['address']}", "with": clone, "score": "INFINITY"}
                        for v in vips],
     }

@@ -23,7 +23,8 @@ def test_each_vip_becomes_an_ipaddr2_with_its_nic():
 
 def test_each_vip_is_ordered_before_and_colocated_with_haproxy():
     c = ha_cluster.vip_constraints(VIPS)
-    assert {"first": "ip-198.51.100.50", "then": "haproxy-clone", "kind": "Optional"} in c["order"]
+    assert {"first": "ip-198.51.100.50", "then": "haproxy-clone", "kind": "Optional",
+            "symmetrical": False} in c["order"]
     assert {"resource": "ip-198.51.100.50", "with": "haproxy-clone",
             "score": "INFINITY"} in c["colocation"]
 

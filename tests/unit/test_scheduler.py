@@ -158,3 +158,24 @@ def test_every_controller_has_a_fence_device_that_never_runs_on_itself(steady, d
         device = f"fence-{node}"
         assert len(placed[device]) == 1 and placed[device][0] != node, device
     assert hv["pacemaker_properties"]["stonith-enabled"] == "true"
+
+
+def test_a_stopping_node_s_vip_leaves_without_waiting_for_its_haproxy(steady, data, tmp_path):
+    """Standby of the public VIP's owner: in the transition graph nothing leads from
+    the HAProxy clone's stop to the VIP's stop (the VIP order applies to starts only)."""
+    state, placed = steady
+    vip = vip_ids(data)[0]
+    victim = placed[vip][0]
+    standby = tmp_path / "standby.xml"
+    shutil.copy(state, standby)
+    subprocess.run(["crm_attribute", "--node", victim, "--name", "standby", "--update", "on"],
+                   check=True, capture_output=True, timeout=60,
+                   env={**os.environ, "CIB_file": str(standby)})
+    dot = tmp_path / "standby.dot"
+    subprocess.run(["crm_simulate", "--xml-file", str(standby), "--simulate",
+                    "--save-dotfile", str(dot)], check=True, capture_output=True, timeout=120)
+    graph = dot.read_text()
+    assert f'"{vip}_stop_0 {victim}"' in graph and f'"haproxy_stop_0 {victim}"' in graph
+    into_vip_stop = [line.split(" -> ")[0] for line in graph.splitlines()
+                     if f' -> "{vip}_stop_0 {victim}"' in line]
+    assert not [a for a in into_vip_stop if "haproxy" in a], into_vip_stop
