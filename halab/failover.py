@@ -535,11 +535,19 @@ def _observe_quorum(r: Run, before: dict, pr) -> None:
          f"{survivor} to lose quorum", interval=0.3)
     r.result["detected_s"] = r.since()
 
+    remaining: list[str] = []
+
     def stopped():
         s = lab.state(prefer=survivor)
-        return s and not any(survivor in v for v in s["started"].values()) and s
+        if not s:
+            return None
+        remaining[:] = sorted(rid for rid, where in s["started"].items() if survivor in where)
+        return not remaining and s
 
-    wait(stopped, 120, f"{survivor} to stop every resource (no-quorum-policy=stop)")
+    try:
+        wait(stopped, 120, f"{survivor} to stop every resource (no-quorum-policy=stop)")
+    except FailoverError as exc:
+        raise FailoverError(f"{exc}; still started there: {remaining}") from None
     r.result["survivor_stopped_s"] = r.since()
     r.check(not lab.held_vips(survivor), f"{survivor} holds a VIP without quorum")
 

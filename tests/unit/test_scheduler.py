@@ -179,3 +179,4 @@ def test_a_stopping_node_s_vip_leaves_without_waiting_for_its_haproxy(steady, da
     into_vip_stop = [line.split(" -> ")[0] for line in graph.splitlines()
                      if f' -> "{vip}_stop_0 {victim}"' in line]
     assert not [a for a in into_vip_stop if "haproxy" in a], into_vip_stop
+
