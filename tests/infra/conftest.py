@@ -80,17 +80,24 @@ def cluster_state(node) -> dict:
     return cluster.state(node.check_output(cluster.CRM_MON))
 
 
-def healthy(node, inventory) -> dict | None:
-    """The cluster's state when it is the declared steady state, else None."""
+def healthy(node, inventory, clean: bool = False) -> dict | None:
+    """The cluster's state when it is the declared steady state, else None. With
+    `clean`, failed actions of a cluster otherwise as declared are cleared (a fault
+    leaves them behind on purpose), as the failover catalogue does."""
     try:
         st = cluster_state(node)
     except Exception:  # a node mid-restart answers nothing useful
         return None
-    return None if cluster.unhealthy(st, next(iter(inventory.values())), set(inventory)) else st
+    hv, names = next(iter(inventory.values())), set(inventory)
+    if cluster.unhealthy(st, hv, names) is None:
+        return st
+    if clean and st["failures"] and cluster.unhealthy({**st, "failures": []}, hv, names) is None:
+        node.run("pcs resource cleanup")
+    return None
 
 
-def wait_healthy(node, inventory, timeout: float = 180) -> dict:
-    return wait_for(lambda: healthy(node, inventory), timeout, 2, "a healthy cluster")
+def wait_healthy(node, inventory, timeout: float = 180, clean: bool = False) -> dict:
+    return wait_for(lambda: healthy(node, inventory, clean), timeout, 2, "a healthy cluster")
 
 
 def pytest_collection_modifyitems(items):

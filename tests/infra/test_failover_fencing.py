@@ -31,7 +31,7 @@ def gate(any_node, inventory, nodes):
     for name in inventory:
         if init_pid(name) is None:
             halab("start", name)
-    wait_healthy(any_node, inventory, timeout=420)
+    wait_healthy(any_node, inventory, timeout=420, clean=True)
 
 
 def test_stonith_admin_reboot_power_cycles_the_node(gate, nodes, inventory):
