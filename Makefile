@@ -48,7 +48,7 @@ lint: host-deps
 	ruff check halab tests
 
 unit: host-deps
-	pytest tests/unit -q
+	pytest tests/unit -q --durations=10
 
 # On failure the failed tests are printed last: molecule's destroy output follows them.
 molecule: host-deps

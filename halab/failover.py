@@ -308,7 +308,7 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
             try:
                 OBSERVE[spec.kind](r, st, pr)
             finally:
-                t_restore = time.time()
+                t_restore = r.result["restore_t"] = time.time()
                 restore()
                 r.result["healthy_again_s"] = round(time.time() - t_restore + lab.wait_healthy(
                     spec.timeout, cleaned=r.result["failed_actions"]), 2)
@@ -341,15 +341,51 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
         r.violations += [f"{key}: {v}" for v in r.result["data"][key].get("violations", [])]
     r.result.update(
         scenario=name, victim=r.victim, t0=r.t0, violations=r.violations,
-        services={s: {"recovered_s": pr.recovered_after(s, r.t0),
-                      "outages": pr.outages(s, r.t0)} for s in pr.names},
+        services={s: _service(pr, s, r.t0, r.result.get("restore_t")) for s in pr.names},
         samples=pr.samples_since(r.t0 - 5),
     )
+    _timeline(r)
     if "bank" in r.result["data"]:
         r.result["galera_write_gap_s"] = r.result["data"]["bank"].get("longest_gap_s")
     if "keystone" in r.result["data"]:
         r.result["keystone_gap_s"] = r.result["data"]["keystone"].get("longest_gap_s")
     return r.result
+
+
+def _service(pr, name: str, t0: float, restore_t: float | None) -> dict:
+    """A service's recovery from the fault, and the worst outage the restore caused
+    (the lost node powered back and rejoining must cost clients nothing)."""
+    back = pr.recovered_after(name, t0, restore_t)
+    returned = None
+    if restore_t and back is not None:  # outages that began once it was back and restored
+        returned = pr.longest_outage(name, max(restore_t, t0 + back))
+    return {"recovered_s": back, "return_outage_s": returned, "outages": pr.outages(name, t0)}
+
+
+def _timeline(r: Run) -> None:
+    """The run's phases from the cluster's own records (journals, the fence switch's
+    log), seconds from the fault; a record that cannot be read is a gap, not an error."""
+    from halab import fenced, timeline
+
+    def journal(name: str, command: str) -> str | None:
+        if not r.lab.reachable(name):
+            return None
+        with contextlib.suppress(HalabError):
+            proc = r.lab.sh(name, command, timeout=30, check=False)
+            return proc.stdout if proc.returncode == 0 else None
+        return None
+
+    try:
+        switch_log = fenced.log_path().read_text(errors="replace")
+    except OSError:
+        switch_log = ""
+    events = timeline.collect(journal, r.lab.names, switch_log, r.t0 - 2, time.time())
+    r.result["timeline"] = phases = timeline.phases(events, r.t0, r.victim)
+    # Aborts while the recovery ran: they hold every new action until those in flight end.
+    until = max([v for k, v in phases.items() if k.startswith("vip_started")]
+                + [r.result.get("services_back_s") or 0])
+    r.result["aborts"] = timeline.aborts(events, r.t0, r.t0 + until)
+    r.result["events"] = timeline.as_json(events, r.t0)
 
 
 # ---- faults: each injects and returns its restore ---------------------------------

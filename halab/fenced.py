@@ -84,7 +84,7 @@ class Switch:
         self.seen: dict[str, float] = {}
         self.lock = threading.Lock()
         self.boot_delay = boot_delay
-        self.booting: set[str] = set()  # powered on, still in "POST"
+        self.booting: dict[str, threading.Timer] = {}  # powered on, still in "POST"
 
     def check(self, body: bytes, signature: str, peer: str) -> dict:
         if ipaddress.ip_address(peer) not in lab_network():
@@ -112,27 +112,54 @@ class Switch:
             return {"nodes": {n.name: self.power(n) for n in topology.NODES}}
         node = topology.node(req["node"])
         with self.lock:
-            if req["action"] == "off" and nodes.is_running(node):
-                with _lab_lock():
-                    nodes.kill(node)
-            elif (req["action"] == "on" and not nodes.is_running(node)
+            if req["action"] == "off" and node.name in self.booting:
+                self.booting.pop(node.name).cancel()  # off during POST: it stays off
+                log(f"off {node.name}: boot cancelled")
+            if req["action"] == "off" and nodes.powered(node):
+                # Answer as soon as the node is dead; nspawn's exit and the unmount
+                # (seconds, more under load) are the host's business, not the fence's.
+                took = nodes.power_off(node)
+                log(f"off {node.name}: no process left after {took:.3f}s")
+                threading.Thread(target=self._teardown, args=(node,), daemon=True).start()
+            elif (req["action"] == "on" and not nodes.powered(node)
                   and node.name not in self.booting):
-                self.booting.add(node.name)
-                threading.Timer(self.boot_delay, self._boot, args=(node,)).start()
+                timer = threading.Timer(self.boot_delay, self._boot, args=(node,))
+                self.booting[node.name] = timer
+                timer.start()
         return {"node": node.name, "status": self.power(node)}
+
+    def _teardown(self, node: topology.Node) -> None:
+        t = time.monotonic()
+        try:
+            with _lab_lock():
+                nodes.teardown(node)
+            log(f"teardown of {node.name} done after {time.monotonic() - t:.1f}s")
+        except HalabError as exc:
+            log(f"teardown of {node.name} failed: {exc}")
 
     def _boot(self, node: topology.Node) -> None:
         try:
             with self.lock, _lab_lock():
-                if not nodes.is_running(node):
-                    nodes.start(node, wait=False)
+                if self.booting.get(node.name) is threading.current_thread() \
+                        and not nodes.powered(node):
+                    nodes.start(node, wait=False)  # waits for a teardown in flight
+                    log(f"on {node.name}: booting")
         except HalabError as exc:
-            print(f"{time.strftime('%F %T')} boot of {node.name} failed: {exc}", flush=True)
+            log(f"boot of {node.name} failed: {exc}")
         finally:
-            self.booting.discard(node.name)
+            if self.booting.get(node.name) is threading.current_thread():
+                del self.booting[node.name]
 
     def power(self, node: topology.Node) -> str:
-        return "on" if node.name in self.booting or nodes.is_running(node) else "off"
+        return "on" if node.name in self.booting or nodes.powered(node) else "off"
+
+
+def log(message: str) -> None:
+    """One line of the switch's log, stamped to the millisecond in UTC (the nodes'
+    journals share the host's clock: the failover timeline puts them side by side)."""
+    now = time.time()
+    print(f"{time.strftime('%F %T', time.gmtime(now))}.{int(now % 1 * 1000):03d} {message}",
+          flush=True)
 
 
 class _lab_lock:  # noqa: N801 - used as a context manager
@@ -175,8 +202,8 @@ def serve() -> None:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-            print(f"{time.strftime('%F %T')} {self.client_address[0]} "
-                  f"{body[:200].decode(errors='replace')} -> {code} {reply}", flush=True)
+            log(f"{self.client_address[0]} {body[:200].decode(errors='replace')} "
+                f"-> {code} {reply}")
 
         def log_message(self, *args) -> None:
             pass

@@ -4,6 +4,7 @@ the node's disk: it survives kill/stop/start and goes with `halab down`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -61,9 +62,16 @@ def _starttime(pid: int) -> str | None:
         return None
 
 
+def _pidns(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
 def _record_init(node: topology.Node, nspawn: int) -> None:
-    """Remember the node's init (nspawn's child) with its start time, so a later
-    command can power it off even after nspawn itself was killed from outside."""
+    """Remember the node's init (nspawn's child) with its start time and PID namespace:
+    the node's processes are those of that namespace, whatever happened to nspawn."""
     def child() -> int | None:
         try:
             kids = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()
@@ -71,24 +79,64 @@ def _record_init(node: topology.Node, nspawn: int) -> None:
             return None
         return int(kids[0]) if kids else None
 
-    if not _wait(lambda: child() is not None, 10):
+    # nspawn forks the init before it enters the new PID namespace: wait until it has.
+    def entered() -> bool:
+        pid = child()
+        return pid is not None and _pidns(pid) not in (None, _pidns(nspawn))
+
+    if not _wait(entered, 10, interval=0.05):
         return
     pid = child()
-    NodeDir(node).initfile.write_text(f"{pid} {_starttime(pid)}\n")
+    NodeDir(node).initfile.write_text(f"{pid} {_starttime(pid)} {_pidns(pid)}\n")
+
+
+def _init_record(node: topology.Node) -> tuple[int, str, str | None] | None:
+    try:
+        fields = NodeDir(node).initfile.read_text().split()
+        return int(fields[0]), fields[1], fields[2] if len(fields) > 2 else None
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def node_inits(node: topology.Node) -> list[int]:
     """The node's init if it still runs (same PID and start time as recorded)."""
-    try:
-        pid_s, started = NodeDir(node).initfile.read_text().split()
-        pid = int(pid_s)
-    except (OSError, ValueError):
+    rec = _init_record(node)
+    if rec is None:
         return []
+    pid, started, _ = rec
     return [pid] if _pid_alive(pid) and _starttime(pid) == started else []
 
 
+def node_processes(node: topology.Node) -> list[int]:
+    """Every live process of the node: its recorded init and whatever else runs in its
+    PID namespace (started no earlier than the init: a namespace id can be reused)."""
+    rec = _init_record(node)
+    if rec is None:
+        return []
+    init, started, ns = rec
+    found = node_inits(node)
+    if ns is None:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == init:
+            continue
+        pid = int(entry)
+        if _pidns(pid) == ns and _pid_alive(pid) and int(_starttime(pid) or 0) >= int(started):
+            found.append(pid)
+    return found
+
+
+def powered(node: topology.Node) -> bool:
+    """Whether the node is on: any of its processes runs. Judged by the node's own
+    processes, not by nspawn: an init that outlived a killed nspawn is a running node,
+    and an nspawn still tearing down a dead node's mounts is not."""
+    if _init_record(node) is None:
+        return nspawn_pid(node) is not None
+    return bool(node_processes(node))
+
+
 def is_running(node: topology.Node) -> bool:
-    return nspawn_pid(node) is not None
+    return powered(node)
 
 
 def _wait(cond, timeout: float, interval: float = 0.2) -> bool:
@@ -220,6 +268,7 @@ def wait_ssh(node: topology.Node, timeout: float = BOOT_TIMEOUT) -> None:
 def start(node: topology.Node, rootfs: Path | None = None, wait: bool = True) -> None:
     if is_running(node):
         raise HalabError(f"{node.name} is already running")
+    teardown(node)  # what is left of its last power-off
     _reap_orphans(node)
     _prepare(node, rootfs or image.rootfs())
     _boot(node)
@@ -241,21 +290,51 @@ def _reap_orphans(node: topology.Node) -> None:
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     _wait(lambda: not any(_pid_alive(p) for p in pids), 15)
-    if not is_running(node):
+    if nspawn_pid(node) is None:
+        _after_exit(node)
+
+
+OFF_TIMEOUT = 10
+
+
+def power_off(node: topology.Node) -> float:
+    """Power loss: SIGKILL the node's init (the kernel then kills its whole PID
+    namespace) and pull its cables (its veths go at once; the kernel's teardown of a
+    dead network namespace lags, and until then it would still answer ARP). Returns
+    once no process of the node is left, with the seconds that took; nspawn's exit and
+    the unmount are `teardown`'s."""
+    t = time.monotonic()
+    inits = node_inits(node)
+    if not inits and _init_record(node) is None and (pid := nspawn_pid(node)):
+        inits = [pid]  # no init recorded: nspawn takes its container with it
+    for pid in inits:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for n in topology.NETWORKS:
+        if net.link_exists(node.veth(n), netns=True):
+            run(["ip", "-n", topology.NETNS, "link", "delete", node.veth(n)], check=False)
+    if not _wait(lambda: not powered(node), OFF_TIMEOUT, interval=0.02):
+        raise HalabError(f"{node.name}: processes {node_processes(node)} still run "
+                         f"{OFF_TIMEOUT}s after its init was killed")
+    return time.monotonic() - t
+
+
+def teardown(node: topology.Node, timeout: float = 30) -> None:
+    """After a power-off: wait for nspawn to exit (SIGKILL it past `timeout`), unmount."""
+    pid = nspawn_pid(node)
+    if pid is not None and not _wait(lambda: not _pid_alive(pid), timeout):
+        os.kill(pid, signal.SIGKILL)
+        _wait(lambda: not _pid_alive(pid), 5)
+    if nspawn_pid(node) is None and not node_inits(node):
         _after_exit(node)
 
 
 def kill(node: topology.Node) -> None:
-    """Power loss: SIGKILL the node's init; the kernel ends the whole PID namespace."""
-    pid = nspawn_pid(node)
-    if pid is None:
+    """Power loss, then the host's cleanup."""
+    if not is_running(node):
         raise HalabError(f"{node.name} is not running (nothing to kill)")
-    for init in node_inits(node):
-        os.kill(init, signal.SIGKILL)
-    if not _wait(lambda: not _pid_alive(pid), 15):
-        os.kill(pid, signal.SIGKILL)
-        _wait(lambda: not _pid_alive(pid), 5)
-    _after_exit(node)
+    power_off(node)
+    teardown(node)
 
 
 def stop(node: topology.Node, timeout: float = STOP_TIMEOUT) -> None:
@@ -275,6 +354,7 @@ def stop(node: topology.Node, timeout: float = STOP_TIMEOUT) -> None:
 def destroy(node: topology.Node) -> None:
     if is_running(node):
         kill(node)
+    teardown(node)
     _reap_orphans(node)
     d = NodeDir(node)
     if d.path.exists():

@@ -140,19 +140,30 @@ def outage_windows(samples: list[Sample]) -> list[list[float | None]]:
     return windows
 
 
-def recovered_after(samples: list[Sample], t0: float) -> float | None:
-    """Seconds from t0 until the service was up for good: the first good sample after
-    the last failed one at or after t0; 0.0 if nothing failed after t0; None if the
-    samples end while down (or none were taken after t0)."""
+def recovered_after(samples: list[Sample], t0: float, until: float | None = None) -> float | None:
+    """Seconds from t0 until the service was up for good after the fault: the first
+    good sample after the last failed one asked between t0 and `until` (the restore:
+    later outages are the lost node's return, counted by `longest_outage`); 0.0 if
+    nothing failed; None if the samples end while down (or none were taken after t0)."""
     after = sorted(s for s in samples if s[0] >= t0)
     if not after:
         return None
-    last_bad = max((i for i, (_, ok) in enumerate(after) if not ok), default=None)
+    last_bad = max((i for i, (t, ok) in enumerate(after)
+                    if not ok and (until is None or t < until)), default=None)
     if last_bad is None:
         return 0.0
     if last_bad == len(after) - 1:
         return None
     return round(after[last_bad + 1][0] - t0, 3)
+
+
+def longest_outage(samples: list[Sample], since: float) -> float:
+    """The longest outage that began at or after `since` (one still going on at the
+    end counts to the last sample)."""
+    end = max((t for t, _ in samples), default=since)
+    return round(max((((stop if stop is not None else end) - start)
+                      for start, stop in outage_windows(samples) if start >= since),
+                     default=0.0), 3)
 
 
 class Probe:
@@ -211,8 +222,11 @@ class Probe:
         return [w for w in outage_windows(self._copy(name))
                 if since is None or w[1] is None or w[1] >= since]
 
-    def recovered_after(self, name: str, t0: float) -> float | None:
-        return recovered_after(self._copy(name), t0)
+    def recovered_after(self, name: str, t0: float, until: float | None = None) -> float | None:
+        return recovered_after(self._copy(name), t0, until)
+
+    def longest_outage(self, name: str, since: float) -> float:
+        return longest_outage(self._copy(name), since)
 
     def samples_since(self, t: float) -> dict[str, list[list]]:
         """Samples from `t` on, as JSON lists [[epoch, ok], ...] per check."""

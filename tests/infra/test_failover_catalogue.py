@@ -18,6 +18,7 @@ from test_stateful import amqp
 
 from halab import failover
 
+FENCE_BOUND = 5.0  # seconds from the fence request to its confirmation
 RESULTS = Path(os.environ.get("HALAB_RESULTS", ROOT / "reports" / "catalogue.jsonl"))
 
 
@@ -32,8 +33,10 @@ def figures(result: dict) -> str:
             "services_back_s", "galera_write_gap_s", "keystone_gap_s", "healthy_again_s")
     shown = [f"{k}={result[k]}" for k in keys if result.get(k) is not None]
     for svc, s in result.get("services", {}).items():
-        shown.append(f"{svc}:{s['recovered_s']}")
-    return " ".join(shown)
+        shown.append(f"{svc}:{s['recovered_s']}"
+                     + (f"(+{s['return_outage_s']} on return)" if s.get("return_outage_s") else ""))
+    phases = " ".join(f"{k}={v}" for k, v in result.get("timeline", {}).items() if ":" not in k)
+    return " ".join(shown) + (f"\n  cluster's records: {phases}" if phases else "")
 
 
 @pytest.mark.parametrize("scenario", list(failover.CATALOGUE))
@@ -47,8 +50,16 @@ def test_scenario(lab, scenario):
     for key, data in result["data"].items():
         print(f"  {key}: {data}")
     assert not result["violations"], result["violations"]
-    if failover.CATALOGUE[scenario].kind in ("power", "partition", "maintenance"):
+    kind = failover.CATALOGUE[scenario].kind
+    if kind in ("power", "partition", "maintenance"):
         assert result["detected_s"] is not None and result["vips_moved_s"] is not None
+    if kind in ("power", "partition") and lab.fencing:
+        # A correctness bound, not a benchmark: the lab's switch answers within ~1 s.
+        phases = result["timeline"]
+        assert {"fence_requested", "fence_confirmed"} <= set(phases), \
+            f"no fencing of {result['victim']} in the cluster's records: {phases}"
+        took = phases["fence_confirmed"] - phases["fence_requested"]
+        assert took <= FENCE_BOUND, f"fencing took {took:.1f}s from request to confirmation"
     if result["data"]:
         assert result["data"]["bank"]["acknowledged"] > 0, "the bank made no transfer"
 

@@ -1,9 +1,10 @@
-"""The lab power switch's access rules, without a lab: only signed, fresh, unreplayed
+"""The lab power switch without a lab: only signed, fresh, unreplayed
 requests from the lab network, for on/off/status/list of lab nodes."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -121,3 +122,54 @@ def test_the_switch_daemon_answers_signed_requests_over_http(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def node_in_a_pid_namespace(tmp_path, monkeypatch):
+    """A stand-in node: `unshare` plays nspawn and forks the node's init (with a child
+    of its own) into a new PID namespace, recorded as halab records a booted node."""
+    import subprocess
+
+    from halab import nodes, topology
+
+    monkeypatch.setenv("HALAB_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(nodes.net, "link_exists", lambda *a, **kw: False)  # no lab links
+    node = topology.node("overcloud-controller-1")
+    nodes.NodeDir(node).path.mkdir(parents=True)
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "sh", "-c",
+                              "sleep 300 & exec sleep 300"])
+    nodes._record_init(node, outer.pid)
+    init = nodes.node_inits(node)
+    assert init, "the stand-in's init was not recorded"
+    yield node, outer, init[0]
+    for pid in nodes.node_processes(node):
+        os.kill(pid, 9)
+    outer.kill()
+    outer.wait(5)
+
+
+def test_a_node_whose_init_outlived_its_nspawn_is_on_until_fenced(switch,
+                                                                   node_in_a_pid_namespace):
+    from halab import nodes
+
+    node, outer, init = node_in_a_pid_namespace
+    assert len(nodes.node_processes(node)) == 2  # the init and its child
+    outer.kill()  # nspawn dies, the node's processes do not
+    outer.wait(5)
+    assert nodes.nspawn_pid(node) is None
+    assert switch.power(node) == "on", "a running node reported off"
+    t = time.monotonic()
+    reply = switch.act({"action": "off", "node": node.name})
+    took = time.monotonic() - t
+    assert reply["status"] == "off"
+    assert nodes.node_processes(node) == [], "a process of the fenced node survived"
+    assert took < 2, f"the switch answered off after {took:.1f}s"
+
+
+def test_off_during_the_boot_delay_keeps_the_node_off(node_in_a_pid_namespace):
+    node, _, _ = node_in_a_pid_namespace
+    switch = fenced.Switch(KEY, boot_delay=30)
+    assert switch.act({"action": "off", "node": node.name})["status"] == "off"
+    assert switch.act({"action": "on", "node": node.name})["status"] == "on"  # in POST
+    assert switch.act({"action": "off", "node": node.name})["status"] == "off"
+    assert not switch.booting
