@@ -50,10 +50,13 @@ lint: host-deps
 unit: host-deps
 	pytest tests/unit -q --durations=10
 
-# On failure the failed tests are printed last: molecule's destroy output follows them.
+# On failure the failed tests and the bundles of the cluster's records taken for them are
+# printed last: molecule's destroy output would bury them.
 molecule: host-deps
-	rm -f reports/verify.xml
-	molecule test || { [ ! -f reports/verify.xml ] || halab failures reports/verify.xml; exit 1; }
+	rm -f reports/verify.xml reports/bundles/bundles.txt
+	molecule test || { [ ! -f reports/verify.xml ] || halab failures reports/verify.xml || true; \
+	  [ ! -f reports/bundles/bundles.txt ] || { echo "bundles:"; cat reports/bundles/bundles.txt; }; \
+	  exit 1; }
 
 verify: host-deps ## the testinfra suite against a running lab
 	pytest tests/infra -p no:cacheprovider --hosts=ansible://controllers \

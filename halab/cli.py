@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="corosync token timeout to test ('default' = corosync's); repeat")
     fo.add_argument("--out", default="reports", help="report directory")
     fo.add_argument("--list", action="store_true", help="list the catalogue")
+    co = sub.add_parser("collect", help="a bundle of the cluster's records for a failure")
+    co.add_argument("name", nargs="?", default="manual", help="what the bundle is for")
+    co.add_argument("--minutes", type=float, default=15, help="journals of the last N minutes")
+    co.add_argument("--out", default="reports/bundles", help="where bundles go")
+    co.add_argument("--crm-report", action="store_true", help="add crm_report's archive")
     fl = sub.add_parser("failures", help="the failed tests of a pytest JUnit XML file")
     fl.add_argument("junit_xml")
     daemon = sub.add_parser("fenced")  # the daemon itself, started by `fencing start`
@@ -102,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             return lab.status(as_json=args.json)
         if args.cmd == "failover":
             return _failover(args)
+        if args.cmd == "collect":
+            from halab import collect
+
+            print(collect.bundle(args.name, time.time() - 60 * args.minutes, args.out,
+                                 crm_report=args.crm_report))
+            return 0
         if args.cmd == "fenced":
             fenced.serve()
             return 0

@@ -26,17 +26,29 @@ class FailoverError(HalabError):
     pass
 
 
-def wait(condition: Callable, timeout: float, what: str, interval: float = 0.3):
-    """Poll until `condition()` is truthy; FailoverError naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
+PROGRESS_EVERY = 15.0  # seconds between "still waiting" lines
+
+
+def wait(condition: Callable, timeout: float, what: str | Callable[[], str],
+         interval: float = 0.3):
+    """Poll until `condition()` is truthy; FailoverError naming `what` (a text, or a
+    callable giving one) at the deadline. A long wait says what it waits for every
+    PROGRESS_EVERY seconds."""
+    start = time.monotonic()
+    deadline, say = start + timeout, start + PROGRESS_EVERY
     last = None
     while True:
         last = condition()
         if last:
             return last
-        if time.monotonic() >= deadline:
-            raise FailoverError(f"timed out after {timeout:.0f}s waiting for {what} "
+        now = time.monotonic()
+        desc = what() if callable(what) else what
+        if now >= deadline:
+            raise FailoverError(f"timed out after {timeout:.0f}s waiting for {desc} "
                                 f"(last: {last!r})")
+        if now >= say:
+            print(f"  ... {now - start:.0f}s waiting for {desc}", flush=True)
+            say = now + PROGRESS_EVERY
         time.sleep(interval)
 
 
@@ -100,10 +112,7 @@ class Lab:
             reason[0] = self.unhealthy(cleaned)
             return reason[0] is None
 
-        try:
-            wait(ok, timeout, "a healthy cluster", interval=1)
-        except FailoverError as exc:
-            raise FailoverError(f"{exc}: {reason[0]}") from None
+        wait(ok, timeout, lambda: f"a healthy cluster (now: {reason[0]})", interval=1)
         return time.monotonic() - t
 
     def vip_owner(self, name: str, st: dict) -> str:
@@ -318,6 +327,7 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
                                            f"{watch.doubled_s()}s")
     except HalabError as exc:  # FailoverError included: a wait ran out
         r.violations.append(str(exc))
+        _bundle(r, pr)  # before the restore changes what there is to see
         with contextlib.suppress(HalabError):  # leave the lab healthy for the next one
             restore()
             lab.wait_healthy(spec.timeout, cleaned=r.result["failed_actions"])
@@ -350,6 +360,19 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
     if "keystone" in r.result["data"]:
         r.result["keystone_gap_s"] = r.result["data"]["keystone"].get("longest_gap_s")
     return r.result
+
+
+def _bundle(r: Run, pr) -> None:
+    from halab import collect
+
+    try:
+        r.result["bundle"] = str(collect.bundle(
+            f"{r.spec.name}-{r.victim or 'cluster'}", (r.t0 or time.time()) - 60,
+            extra={"run.json": {"scenario": r.spec.name, "victim": r.victim, "t0": r.t0,
+                                "violations": r.violations, **r.result},
+                   "probe.json": pr.samples_since((r.t0 or time.time()) - 5)}))
+    except (HalabError, OSError) as exc:
+        r.result["bundle"] = f"not written: {exc}"
 
 
 def _service(pr, name: str, t0: float, restore_t: float | None) -> dict:
@@ -627,10 +650,19 @@ def set_totem(lab: Lab, token_ms: int | None) -> None:
 
 def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None],
              out_dir, log=print) -> list:
-    """Every scenario `runs` times under each totem setting; writes the report."""
+    """Every scenario `runs` times under each totem setting. Each run's result is
+    appended to failover-<time>.jsonl as soon as it ends; the report is written from
+    the runs there are, also when an error or Ctrl-C ends the campaign early."""
+    import json
+    from pathlib import Path
+
     from halab import report
 
-    results = []
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = out / f"failover-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    results: list[dict] = []
+    paths: list = []
     try:
         for token in totems:
             label = "default" if token is None else f"token-{token}"
@@ -640,9 +672,18 @@ def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None]
                     res = run(lab, name)
                     res.update(totem=label, run=i)
                     results.append(res)
+                    with lines.open("a") as fh:
+                        fh.write(json.dumps(res) + "\n")
                     log(f"{label} {name} #{i}: victim {res['victim']}, detected "
                         f"{res.get('detected_s')}s, services back "
                         f"{res.get('services_back_s')}s, violations {len(res['violations'])}")
     finally:
-        set_totem(lab, None)
-    return report.write(results, out_dir)
+        try:
+            set_totem(lab, None)
+        finally:
+            if results:
+                paths = [lines, *report.write(results, out)]
+                if len(results) < runs * len(scenarios) * len(totems):
+                    log(f"campaign ended early: report of {len(results)} runs: "
+                        + " ".join(map(str, paths)))
+    return paths

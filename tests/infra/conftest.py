@@ -129,3 +129,25 @@ def fenced_since(node, target: str, since: float, status: str = "success") -> li
     """Fencing actions against `target` with `status`, completed at or after `since`."""
     out = node.run(cluster.fence_history_command(target))
     return cluster.fenced_since(out.stdout, since, status) if out.rc == 0 else []
+
+
+_STARTED = pytest.StashKey[float]()
+
+
+def pytest_runtest_setup(item):
+    item.stash[_STARTED] = time.time()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed lab test leaves a bundle of the cluster's records under reports/bundles,
+    taken before its fixtures restore anything."""
+    report = yield
+    if report.when == "call" and report.failed:
+        from halab import collect
+
+        since = item.stash.get(_STARTED, time.time() - 600) - 30
+        path = collect.bundle(item.name, since, ROOT / "reports" / "bundles",
+                              extra={"failure.txt": report.longreprtext})
+        report.sections.append(("bundle", f"the cluster's records: {path}"))
+    return report
