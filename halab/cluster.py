@@ -7,6 +7,15 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 CRM_MON = "crm_mon --one-shot --output-as=xml"
+# The DC's controller state: S_IDLE when no transition runs. crm_mon shows a resource
+# being started as started; a fault injected then waits for that action to end before
+# the cluster even requests fencing (seen: a RabbitMQ start on a rejoining node held a
+# power loss's recovery for 78 s).
+DC_STATE = 'crmadmin --quiet --status="$(crmadmin --quiet --dc_lookup 2>&1)" 2>&1'
+
+
+def dc_idle(text: str) -> bool:
+    return text.strip().endswith("S_IDLE")
 
 
 def owner(root: ET.Element, res: ET.Element) -> str:

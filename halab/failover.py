@@ -97,6 +97,11 @@ class Lab:
         if st is None:
             return "no node answers crm_mon"
         reason = cluster.unhealthy(st, self.hv, set(self.names))
+        if reason is None:
+            via = next(n for n in self.names if self.reachable(n))
+            dc = self.sh(via, cluster.DC_STATE, timeout=15, check=False).stdout
+            if not cluster.dc_idle(dc):
+                return f"a transition is in progress (DC: {dc.strip()[-80:]})"
         if (reason and st["failures"] and cleaned is not None
                 and cluster.unhealthy({**st, "failures": []}, self.hv, set(self.names)) is None):
             cleaned.extend(st["failures"])

@@ -725,9 +725,22 @@ class Tokens(Workload):
                     raise OSError(f"no token from {u}")
                 return token
             token = _retry(issue, (OSError,))
-            refused += [f"{a}->{b}" for b, other in self.node_urls.items()
-                        if keystone.validate(f"{other}/v3", token, self.timeout) != 200]
+            for b, other in self.node_urls.items():
+                status = self._verdict(f"{other}/v3", token)
+                if status != 200:
+                    refused.append(f"{a}->{b} (HTTP {status or 'no answer'})")
         return refused
+
+    def _verdict(self, auth_url: str, token: str, patience: float = 30) -> int:
+        """A node's answer on a token: 200, or a refusal (401, 403, 404). The first
+        request to a just-started Keystone loads the application and may outlast the
+        client's timeout: a node that does not answer yet is asked again."""
+        deadline = time.monotonic() + patience
+        while True:
+            status = keystone.validate(auth_url, token, self.timeout)
+            if status in (200, 401, 403, 404) or time.monotonic() > deadline:
+                return status
+            time.sleep(0.5)
 
     def evaluate(self, cross_refused: list[str]) -> dict:
         figures = {

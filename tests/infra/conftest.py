@@ -81,7 +81,8 @@ def cluster_state(node) -> dict:
 
 
 def healthy(node, inventory, clean: bool = False) -> dict | None:
-    """The cluster's state when it is the declared steady state, else None. With
+    """The cluster's state when it is the declared steady state with no transition in
+    progress, else None. With
     `clean`, failed actions of a cluster otherwise as declared are cleared (a fault
     leaves them behind on purpose), as the failover catalogue does."""
     try:
@@ -90,7 +91,7 @@ def healthy(node, inventory, clean: bool = False) -> dict | None:
         return None
     hv, names = next(iter(inventory.values())), set(inventory)
     if cluster.unhealthy(st, hv, names) is None:
-        return st
+        return st if cluster.dc_idle(node.run(cluster.DC_STATE).stdout) else None
     if clean and st["failures"] and cluster.unhealthy({**st, "failures": []}, hv, names) is None:
         node.run("pcs resource cleanup")
     return None

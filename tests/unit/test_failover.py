@@ -103,3 +103,11 @@ def test_every_catalogue_entry_has_a_fault_and_an_observation():
         if spec.kind == "kill":
             assert spec.process and spec.primitive, spec.name
     assert set(failover.REPORT_SCENARIOS) <= set(failover.CATALOGUE)
+
+
+def test_the_gate_waits_for_an_idle_controller():
+    # crmadmin's quiet answer for the DC, as the lab's nodes print it
+    assert cluster.dc_idle("S_IDLE\n")
+    assert not cluster.dc_idle("S_TRANSITION_ENGINE\n")
+    assert not cluster.dc_idle("error: Could not connect to controller: Connection refused")
+    assert not cluster.dc_idle("")
