@@ -62,11 +62,12 @@ verify: host-deps ## the testinfra suite against a running lab
 	pytest tests/infra -p no:cacheprovider --hosts=ansible://controllers \
 	  --ansible-inventory=inventory/lab -q
 
-# Each report scenario RUNS times, with corosync's default token and a tuned one.
+# Each report scenario RUNS times under each corosync token (default: corosync's own).
 RUNS ?= 3
 SCENARIOS ?=
+TOKENS ?= default 1000
 failover-report: host-deps ## failover figures: reports/failover-<time>.{json,md,png}
-	halab failover --runs $(RUNS) --token default --token 1000 --out reports $(SCENARIOS)
+	halab failover --runs $(RUNS) $(foreach t,$(TOKENS),--token $(t)) --out reports $(SCENARIOS)
 
 status:
 	halab status
