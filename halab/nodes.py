@@ -132,7 +132,8 @@ def powered(node: topology.Node) -> bool:
     and an nspawn still tearing down a dead node's mounts is not."""
     if _init_record(node) is None:
         return nspawn_pid(node) is not None
-    return bool(node_processes(node))
+    # A live init answers it; only a dead one needs the scan of /proc for stragglers.
+    return bool(node_inits(node) or node_processes(node))
 
 
 def is_running(node: topology.Node) -> bool:
