@@ -34,6 +34,9 @@ def wait(condition: Callable, timeout: float, what: str | Callable[[], str],
     """Poll until `condition()` is truthy; FailoverError naming `what` (a text, or a
     callable giving one) at the deadline. A long wait says what it waits for every
     PROGRESS_EVERY seconds."""
+    def describe() -> str:  # evaluated only when a line is written
+        return what() if callable(what) else what
+
     start = time.monotonic()
     deadline, say = start + timeout, start + PROGRESS_EVERY
     last = None
@@ -42,12 +45,11 @@ def wait(condition: Callable, timeout: float, what: str | Callable[[], str],
         if last:
             return last
         now = time.monotonic()
-        desc = what() if callable(what) else what
         if now >= deadline:
-            raise FailoverError(f"timed out after {timeout:.0f}s waiting for {desc} "
+            raise FailoverError(f"timed out after {timeout:.0f}s waiting for {describe()} "
                                 f"(last: {last!r})")
         if now >= say:
-            print(f"  ... {now - start:.0f}s waiting for {desc}", flush=True)
+            print(f"  ... {now - start:.0f}s waiting for {describe()}", flush=True)
             say = now + PROGRESS_EVERY
         time.sleep(interval)
 

@@ -115,13 +115,13 @@ class Switch:
             if req["action"] == "off" and node.name in self.booting:
                 self.booting.pop(node.name).cancel()  # off during POST: it stays off
                 log(f"off {node.name}: boot cancelled")
-            if req["action"] == "off" and nodes.powered(node):
+            if req["action"] == "off" and nodes.is_running(node):
                 # Answer as soon as the node is dead; nspawn's exit and the unmount
                 # (seconds, more under load) are the host's business, not the fence's.
                 took = nodes.power_off(node)
                 log(f"off {node.name}: no process left after {took:.3f}s")
                 threading.Thread(target=self._teardown, args=(node,), daemon=True).start()
-            elif (req["action"] == "on" and not nodes.powered(node)
+            elif (req["action"] == "on" and not nodes.is_running(node)
                   and node.name not in self.booting):
                 timer = threading.Timer(self.boot_delay, self._boot, args=(node,))
                 self.booting[node.name] = timer
@@ -141,7 +141,7 @@ class Switch:
         try:
             with self.lock, _lab_lock():
                 if self.booting.get(node.name) is threading.current_thread() \
-                        and not nodes.powered(node):
+                        and not nodes.is_running(node):
                     nodes.start(node, wait=False)  # waits for a teardown in flight
                     log(f"on {node.name}: booting")
         except HalabError as exc:
@@ -151,7 +151,7 @@ class Switch:
                 del self.booting[node.name]
 
     def power(self, node: topology.Node) -> str:
-        return "on" if node.name in self.booting or nodes.powered(node) else "off"
+        return "on" if node.name in self.booting or nodes.is_running(node) else "off"
 
 
 def log(message: str) -> None:

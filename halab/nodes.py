@@ -126,7 +126,7 @@ def node_processes(node: topology.Node) -> list[int]:
     return found
 
 
-def powered(node: topology.Node) -> bool:
+def is_running(node: topology.Node) -> bool:
     """Whether the node is on: any of its processes runs. Judged by the node's own
     processes, not by nspawn: an init that outlived a killed nspawn is a running node,
     and an nspawn still tearing down a dead node's mounts is not."""
@@ -134,10 +134,6 @@ def powered(node: topology.Node) -> bool:
         return nspawn_pid(node) is not None
     # A live init answers it; only a dead one needs the scan of /proc for stragglers.
     return bool(node_inits(node) or node_processes(node))
-
-
-def is_running(node: topology.Node) -> bool:
-    return powered(node)
 
 
 def _wait(cond, timeout: float, interval: float = 0.2) -> bool:
@@ -314,7 +310,7 @@ def power_off(node: topology.Node) -> float:
     for n in topology.NETWORKS:
         if net.link_exists(node.veth(n), netns=True):
             run(["ip", "-n", topology.NETNS, "link", "delete", node.veth(n)], check=False)
-    if not _wait(lambda: not powered(node), OFF_TIMEOUT, interval=0.02):
+    if not _wait(lambda: not is_running(node), OFF_TIMEOUT, interval=0.02):
         raise HalabError(f"{node.name}: processes {node_processes(node)} still run "
                          f"{OFF_TIMEOUT}s after its init was killed")
     return time.monotonic() - t

@@ -134,6 +134,16 @@ def derived(r: dict) -> dict:
     return out
 
 
+def phase_stats(runs: list[dict]) -> dict:
+    """Per phase of the cluster's recovery that the runs' records show: its stats."""
+    out = {}
+    for key in timeline.PHASES:
+        st = stats([(r.get("timeline") or {}).get(key) for r in runs])
+        if st["n"]:
+            out[key] = st
+    return out
+
+
 def summarise(results: list[dict]) -> dict:
     """{"groups": [...]}: one group per (scenario, totem) with timing stats (seconds
     from the injection), the phases of the cluster's recovery and summed data-safety
@@ -151,7 +161,7 @@ def summarise(results: list[dict]) -> dict:
         out.append({"scenario": scenario, "totem": totem, "runs": len(runs),
                     "runs_with_violations": sum(bool(r.get("violations")) for r in runs),
                     "timing": timing, "data": safety(runs),
-                    "phases": timeline.breakdown([r.get("timeline") or {} for r in runs]),
+                    "phases": phase_stats(runs),
                     "aborts": stats([len(r["aborts"]) for r in runs if "aborts" in r])})
     return {"groups": out}
 
@@ -281,7 +291,7 @@ def phase_table(groups: list[dict]) -> list[str]:
         cells = [g["scenario"]]
         for k in keys:
             ph = g["phases"].get(k)
-            cells.append(f"{ph['median']:.1f} / {ph['worst']:.1f}" if ph else "–")
+            cells.append(f"{ph['median']:.1f} / {ph['max']:.1f}" if ph else "–")
         ab = g.get("aborts") or {}
         cells.append(f"{ab['median']:g} / {ab['max']:g}" if ab.get("n") else "–")
         lines.append("| " + " | ".join(cells) + " |")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import json
 import re
-import statistics
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
@@ -67,8 +67,7 @@ KINDS = (
 )
 KIND = {k.key: k for k in KINDS}
 
-# The phases shown per run, in order: (label, kind, optional filter on `what`).
-# A VIP or promote phase is the first such event after the fence (or the fault).
+# The phases shown per run, in the order a node-loss recovery passes them (keys of KIND).
 PHASES = ("token_lost", "membership", "fence_requested", "switch_off", "fence_confirmed",
           "vip_started", "promoted", "backend_up")
 
@@ -127,16 +126,12 @@ def parse_switch_log(text: str) -> list[Event]:
         m = _SWITCH_STAMP.match(line)
         if not m:
             continue
-        t = calendar.timegm(_strptime(m.group(1))) + int(m.group(2)) / 1000
+        stamp = time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
+        t = calendar.timegm(stamp) + int(m.group(2)) / 1000
         ev = match("switch", m.group(3), t, "host")
         if ev:
             events.append(ev)
     return events
-
-
-def _strptime(text: str):
-    import time
-    return time.strptime(text, "%Y-%m-%d %H:%M:%S")
 
 
 def dedupe(events: Iterable[Event]) -> list[Event]:
@@ -198,13 +193,3 @@ def collect(sh: Callable[[str, str], str | None], names: list[str], switch_log: 
 def as_json(events: list[Event], t0: float) -> list[dict]:
     return [{**asdict(e), "t": round(e.t - t0, 3)} for e in events]
 
-
-def breakdown(runs: list[dict[str, float]], keys: Iterable[str] = PHASES) -> dict:
-    """Per phase: runs seen, median and worst seconds from the fault."""
-    out = {}
-    for key in keys:
-        got = [r[key] for r in runs if r.get(key) is not None]
-        if got:
-            out[key] = {"n": len(got), "median": round(statistics.median(got), 2),
-                        "worst": round(max(got), 2)}
-    return out

@@ -202,3 +202,14 @@ def test_the_lost_nodes_return_is_its_own_figure():
     line = next(line for line in report.markdown(report.summarise([r])).splitlines()
                 if "node's return" in line and line.startswith("- "))
     assert "worst 2.5 s over 1 runs → NOT met" in line
+
+
+def test_each_phase_gets_median_and_worst_over_the_runs_that_recorded_it():
+    runs = [{"membership": 4.0, "fence_confirmed": 5.0}, {"membership": 4.4},
+            {"membership": 3.9, "fence_confirmed": 9.0}]
+    ph = report.phase_stats([{"timeline": r} for r in runs])
+    assert set(ph) == {"membership", "fence_confirmed"}
+    assert (ph["membership"]["n"], ph["membership"]["median"], ph["membership"]["max"]) \
+        == (3, 4.0, 4.4)
+    assert (ph["fence_confirmed"]["n"], ph["fence_confirmed"]["median"],
+            ph["fence_confirmed"]["max"]) == (2, 7.0, 9.0)

@@ -102,14 +102,6 @@ def test_aborts_in_the_recovery_window_say_why():
     assert timeline.aborts(evs, T0, T0 + 10) == []
 
 
-def test_the_breakdown_gives_median_and_worst_per_phase():
-    runs = [{"membership": 4.0, "fence_confirmed": 5.0}, {"membership": 4.4},
-            {"membership": 3.9, "fence_confirmed": 9.0}]
-    assert timeline.breakdown(runs) == {
-        "membership": {"n": 3, "median": 4.0, "worst": 4.4},
-        "fence_confirmed": {"n": 2, "median": 7.0, "worst": 9.0}}
-
-
 def test_unreadable_records_are_skipped():
     text = "not json\n" + json.dumps({"MESSAGE": [1, 2], "SYSLOG_IDENTIFIER": "corosync"})
     assert timeline.parse_journal(text) == []
