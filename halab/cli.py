@@ -33,6 +33,8 @@ def _failover(args) -> int:
         raise HalabError(f"unknown scenario(s): {', '.join(unknown)} (see --list)")
     tokens = [None if t == "default" else int(t) for t in args.token or ["default"]]
     lab_ = failover.Lab(declared(ROOT / "inventory" / "lab"))
+    if args.peer:
+        lab_.with_peer()
     for path in failover.campaign(lab_, names, args.runs, tokens, args.out):
         print(path)
     return 0
@@ -69,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="corosync token timeout to test ('default' = corosync's); repeat")
     fo.add_argument("--out", default="reports", help="report directory")
     fo.add_argument("--list", action="store_true", help="list the catalogue")
+    fo.add_argument("--peer", action="store_true",
+                    help="also probe keepalived's ha_peer_vips (playbooks/peer-keepalived.yml)")
+    so = sub.add_parser("soak", help="count corosync false positives: idle, then CPU-bound")
+    so.add_argument("--token", default="default", metavar="MS",
+                    help="corosync token timeout to test ('default' = corosync's)")
+    so.add_argument("--idle", type=float, default=1800, metavar="S", help="idle seconds")
+    so.add_argument("--busy", type=float, default=600, metavar="S",
+                    help="seconds with every host CPU kept busy")
+    so.add_argument("--out", default="reports", help="report directory")
     co = sub.add_parser("collect", help="a bundle of the cluster's records for a failure")
     co.add_argument("name", nargs="?", default="manual", help="what the bundle is for")
     co.add_argument("--minutes", type=float, default=15, help="journals of the last N minutes")
@@ -107,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             return lab.status(as_json=args.json)
         if args.cmd == "failover":
             return _failover(args)
+        if args.cmd == "soak":
+            from halab import failover, soak
+            from halab.declared import ROOT, declared
+
+            token = None if args.token == "default" else int(args.token)
+            lab_ = failover.Lab(declared(ROOT / "inventory" / "lab"))
+            print(soak.soak(lab_, token, args.idle, args.busy, args.out))
+            return 0
         if args.cmd == "collect":
             from halab import collect
 

@@ -40,6 +40,9 @@ KINDS = (
        r"A processor failed, forming new configuration"),
     _k("membership", "corosync: new membership", "corosync",
        r"A new membership \(\S+\) was formed\. Members left"),
+    # corosync's token_warning (75 % of the token by default): a near miss, no fault.
+    _k("token_late", "corosync: token late", "corosync",
+       r"Token has not been received in (?P<what>\d+) ms"),
     _k("node_lost", "pacemaker: node lost", "pacemaker-controld",
        r"Node (?P<node>\S+) state is now lost"),
     _k("transition", "transition computed", "pacemaker-schedulerd",
