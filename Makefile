@@ -63,11 +63,23 @@ verify: host-deps ## the testinfra suite against a running lab
 	  --ansible-inventory=inventory/lab -q
 
 # Each report scenario RUNS times under each corosync token (default: corosync's own).
+# PEER=keepalived: keepalived holds ha_peer_vips during the report, measured beside
+# Pacemaker's public VIP, and is removed again afterwards.
 RUNS ?= 3
 SCENARIOS ?=
 TOKENS ?= default 1000
+PEER ?=
 failover-report: host-deps ## failover figures: reports/failover-<time>.{json,md,png}
+ifeq ($(PEER),keepalived)
+	ansible-playbook playbooks/peer-keepalived.yml
+	rc=0; halab failover --peer --runs $(RUNS) $(foreach t,$(TOKENS),--token $(t)) \
+	  --out reports $(SCENARIOS) || rc=$$?; \
+	ansible-playbook playbooks/peer-keepalived.yml -e keepalived_state=absent; exit $$rc
+else ifeq ($(PEER),)
 	halab failover --runs $(RUNS) $(foreach t,$(TOKENS),--token $(t)) --out reports $(SCENARIOS)
+else
+	$(error PEER must be empty or keepalived)
+endif
 
 status:
 	halab status

@@ -31,8 +31,9 @@ def _failover(args) -> int:
     unknown = sorted(set(names) - set(failover.CATALOGUE))
     if unknown:
         raise HalabError(f"unknown scenario(s): {', '.join(unknown)} (see --list)")
-    tokens = [None if t == "default" else int(t) for t in args.token or ["default"]]
     lab_ = failover.Lab(declared(ROOT / "inventory" / "lab"))
+    tokens = ([None if t == "default" else int(t) for t in args.token] if args.token
+              else [failover.declared_token(lab_)])
     if args.peer:
         lab_.with_peer()
     for path in failover.campaign(lab_, names, args.runs, tokens, args.out):
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="names from the catalogue (default: the report's set)")
     fo.add_argument("--runs", type=int, default=3, help="runs of each scenario")
     fo.add_argument("--token", action="append", default=[], metavar="MS",
-                    help="corosync token timeout to test ('default' = corosync's); repeat")
+                    help="corosync token timeout to test ('default' = corosync's; none "
+                    "given: the inventory's); repeat")
     fo.add_argument("--out", default="reports", help="report directory")
     fo.add_argument("--list", action="store_true", help="list the catalogue")
     fo.add_argument("--peer", action="store_true",

@@ -16,8 +16,9 @@ from halab.errors import HalabError
 ROOT = Path(__file__).resolve().parents[1]
 PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "declared.yml"
 NAMES = (
-    "ha_networks", "ha_addresses", "ha_vips", "ha_node_roles", "ha_secrets_dir",
-    "pacemaker_cluster_name", "pacemaker_properties", "pacemaker_resource_defaults",
+    "ha_networks", "ha_addresses", "ha_vips", "ha_peer_vips", "ha_node_roles", "ha_secrets_dir",
+    "pacemaker_cluster_name", "pacemaker_totem", "pacemaker_properties",
+    "pacemaker_resource_defaults",
     "pacemaker_op_defaults", "pacemaker_resources", "pacemaker_groups", "pacemaker_stonith",
     "pacemaker_constraints", "pacemaker_node_attributes", "haproxy_services",
     "haproxy_stats_vip", "haproxy_monitor_vips", "haproxy_monitor_port",

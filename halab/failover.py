@@ -63,6 +63,13 @@ class Lab:
         self.hv = next(iter(inventory.values()))
         self.vips = {v["name"]: v["address"] for v in self.hv["ha_vips"]}
         self.fencing = bool(self.hv.get("ha_fencing"))
+        # keepalived's VIPs, probed beside Pacemaker's when the benchmark's peer runs
+        self.peer_vips: dict[str, str] = {}
+
+    def with_peer(self) -> None:
+        self.peer_vips = {v["name"]: v["address"] for v in self.hv.get("ha_peer_vips", [])}
+        if not self.peer_vips:
+            raise HalabError("the inventory declares no ha_peer_vips for the peer")
 
     @staticmethod
     def node(name: str) -> topology.Node:
@@ -128,15 +135,17 @@ class Lab:
     def redis_master(self, st: dict) -> str:
         return st["roles"]["redis-master"]["Promoted"][0]
 
-    def held_vips(self, name: str) -> set[str]:
-        """VIPs configured inside the node, read through its network namespace."""
+    def held_vips(self, name: str, peers: bool = False) -> set[str]:
+        """Pacemaker's VIPs (with `peers`, keepalived's) configured inside the node,
+        read through its network namespace."""
         inits = nodes.node_inits(self.node(name))
         if not inits:
             return set()
         proc = subprocess.run(["nsenter", f"--target={inits[0]}", "--net",
                                "ip", "-4", "-o", "addr", "show"],
                               capture_output=True, text=True, timeout=5, check=False)
-        return {a for a in self.vips.values() if f" {a}/" in proc.stdout}
+        wanted = self.peer_vips if peers else self.vips
+        return {a for a in wanted.values() if f" {a}/" in proc.stdout}
 
     def failcount(self, resource: str, node: str, via: str) -> int:
         out = self.sh(via, f"crm_failcount --query -r {resource} -N {node}",
@@ -290,7 +299,10 @@ def pick(lab: Lab, target: str, st: dict) -> str:
 
 def _clients(lab: Lab, with_workloads: bool) -> tuple[object, dict]:
     from halab import probe, workloads
-    pr = probe.Probe(probe.from_inventory(lab.inventory))
+    checks = probe.from_inventory(lab.inventory)
+    checks.update({f"{PEER}{n}": probe.healthz(lab.inventory, a)
+                   for n, a in lab.peer_vips.items()})
+    pr = probe.Probe(checks)
     loads = {}
     if with_workloads:
         loads = {"bank": workloads.Bank.from_inventory(lab.inventory),
@@ -310,6 +322,7 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
     r.result["failed_actions"] = []  # left by the fault, on any node; cleared afterwards
     r.victim = pick(lab, spec.target, st) if spec.target else ""
     r.result["dc_before"] = st["dc"]  # losing the DC adds an election to the recovery
+    r.result["public_owner_before"] = lab.vip_owner("public", st)
     pr, loads = _clients(lab, spec.workloads)
     pr.start()
     for w in loads.values():
@@ -319,6 +332,10 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
     try:
         with watch:
             wait(lambda: pr.all_up(), 30, "every service answering before the fault")
+            if lab.peer_vips:  # one power loss must take both kinds of VIP
+                owner = lab.vip_owner("public", st)
+                wait(lambda: lab.held_vips(owner, peers=True) == set(lab.peer_vips.values()),
+                     30, f"keepalived's VIPs on {owner}, the public VIP's owner")
             r.t0 = time.time()
             restore = INJECT[spec.kind](r, st)
             try:
@@ -362,6 +379,7 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
         samples=pr.samples_since(r.t0 - 5),
     )
     _timeline(r)
+    _peer(r)
     if "bank" in r.result["data"]:
         r.result["galera_write_gap_s"] = r.result["data"]["bank"].get("longest_gap_s")
     if "keystone" in r.result["data"]:
@@ -389,7 +407,31 @@ def _service(pr, name: str, t0: float, restore_t: float | None) -> dict:
     returned = None
     if restore_t and back is not None:  # outages that began once it was back and restored
         returned = pr.longest_outage(name, max(restore_t, t0 + back))
-    return {"recovered_s": back, "return_outage_s": returned, "outages": pr.outages(name, t0)}
+    outages = pr.outages(name, t0)
+    first = next((round(end - t0, 3) for start, end in outages
+                  if end is not None and end >= t0), None)
+    return {"recovered_s": back, "first_back_s": 0.0 if not outages else first,
+            "return_outage_s": returned, "outages": outages}
+
+
+PEER = "keepalived:"  # probe names of keepalived's VIPs
+
+
+def _peer(r: Run) -> None:
+    """Pacemaker's public VIP against keepalived's, same fault, same run: seconds until
+    each first answered again, and their ratio. First answer on both sides: keepalived's
+    VIP may move once more later, to follow the public VIP (the benchmark's coupling,
+    not a failover)."""
+    services = r.result["services"]
+    if not r.victim or r.victim != r.result.get("public_owner_before"):
+        return  # the fault did not take the VIPs' owner
+    peers = {k: v for k, v in services.items() if k.startswith(PEER)}
+    public = services.get("public", {}).get("first_back_s")
+    for key, svc in peers.items():
+        peer = svc["first_back_s"]
+        r.result.setdefault("peer", {})[key[len(PEER):]] = {
+            "pacemaker_vip_back_s": public, "keepalived_vip_back_s": peer,
+            "ratio": round(public / peer, 2) if public and peer else None}
 
 
 def _timeline(r: Run) -> None:
@@ -570,13 +612,20 @@ def _observe_kill(r: Run, before: dict, pr) -> None:
     # One monitor failure; a promoted instance may add a failed demote of the dead
     # process, so the count is reported rather than required to be exactly +1.
     r.result["failcount_after"] = lab.failcount(spec.primitive, r.victim, obs)
-    rid = next((rs.get("clone") or rs.get("promotable") or rs)["id"]
-               for rs in lab.hv["pacemaker_resources"] if rs["id"] == spec.primitive)
-    st = wait(lambda: (s := lab.state()) and sorted(s["started"].get(rid, [])) ==
-              sorted(lab.names) and s, 180, f"{rid} running on every node again")
-    r.result["resource_back_s"] = r.since()
-    r.check(all(len(v) == len(set(v)) for v in st["started"].values()),
-            "an instance runs twice on one node")
+    rsc = next(rs for rs in lab.hv["pacemaker_resources"] if rs["id"] == spec.primitive)
+    rid = (rsc.get("clone") or rsc.get("promotable") or rsc)["id"]
+    if str((rsc.get("meta") or {}).get("migration-threshold")) == "1":
+        # The failed instance stays stopped until failure-timeout (or the restore's
+        # cleanup); a promoted one hands its role to another node.
+        if rsc.get("promotable") and before["roles"][rid]["Promoted"] == [r.victim]:
+            wait(lambda: (s := lab.state()) and s["roles"].get(rid, {}).get("Promoted", [r.victim])
+                 [0] != r.victim, 120, f"{rid} promoted on another node than {r.victim}")
+    else:
+        st = wait(lambda: (s := lab.state()) and sorted(s["started"].get(rid, [])) ==
+                  sorted(lab.names) and s, 180, f"{rid} running on every node again")
+        r.result["resource_back_s"] = r.since()
+        r.check(all(len(v) == len(set(v)) for v in st["started"].values()),
+                "an instance runs twice on one node")
     if spec.primitive == "redis" and lab.redis_master(before) == r.victim:
         r.result["redis_promoted_s"] = r.since()
     _services_back(r, pr)
@@ -648,6 +697,12 @@ REPORT_SCENARIOS = ("power-loss-public-vip-owner", "power-loss-redis-master",
                     "power-loss-galera-writer", "kill-redis-master", "partition")
 
 
+def declared_token(lab: Lab) -> int | None:
+    """The token the inventory declares (pacemaker_totem), None for corosync's own."""
+    token = (lab.hv.get("pacemaker_totem") or {}).get("token")
+    return None if token is None else int(token)
+
+
 def set_totem(lab: Lab, token_ms: int | None) -> None:
     """Corosync's token timeout on the running cluster (None: corosync's default)."""
     value = "" if token_ms is None else str(token_ms)
@@ -686,7 +741,7 @@ def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None]
                         f"{res.get('services_back_s')}s, violations {len(res['violations'])}")
     finally:
         try:
-            set_totem(lab, None)
+            set_totem(lab, declared_token(lab))
         finally:
             if results:
                 paths = [lines, *report.write(results, out)]

@@ -30,6 +30,7 @@ STACK_PACKAGES = (
     "haproxy", "memcached",
     "mariadb-server", "mariadb-client", "galera-4", "rsync", "socat", "python3-pymysql",
     "redis-server", "rabbitmq-server",
+    "keepalived",  # the failover report's peer only (playbooks/peer-keepalived.yml)
     "keystone", "python3-openstackclient",
     "curl", "psmisc", "procps", "lsof", "netcat-openbsd",
 )

@@ -103,6 +103,13 @@ def redis_master(host: str, port: int, password: str, key: str = "halab:probe",
     return check
 
 
+def healthz(inv: dict[str, dict], address: str) -> Check:
+    """HAProxy's /healthz (monitor-uri) on an address (the haproxy role's default port
+    unless the inventory sets haproxy_monitor_port)."""
+    port = next(iter(inv.values())).get("haproxy_monitor_port", 8888)
+    return http(f"http://{address}:{port}/healthz")
+
+
 def from_inventory(inv: dict[str, dict]) -> dict[str, Check]:
     """The standard set: public VIP health endpoint, internal VIP stats page, a write
     to Galera and one to Redis through their VIPs; Keystone's version document through
@@ -111,7 +118,7 @@ def from_inventory(inv: dict[str, dict]) -> dict[str, Check]:
     clouds = Path(next(iter(inv.values()))["ha_secrets_dir"]) / "clouds.yaml"
     api = {"keystone": http(keystone.load(clouds).auth_url)} if clouds.exists() else {}
     return {**api,
-        "public": http(f"http://{public}:8888/healthz"),
+        "public": healthz(inv, public),
         "internal": http(f"http://{internal}:1993/;csv",
                          auth=("admin", secret(inv, "haproxy_stats_password"))),
         "mysql": mysql(internal, 3306, "halab", secret(inv, "galera_user_halab"),

@@ -19,6 +19,9 @@ TIMINGS = ("detected_s", "fenced_s", "redis_promoted_s", "galera_write_gap_s",
            "keystone_gap_s", "healthy_again_s")
 # Figures of a whole run, derived from its services (see `derived`).
 DERIVED = ("worst_service_s", "beyond_detection_s", "worst_return_outage_s")
+# The keepalived peer's VIP against Pacemaker's public VIP in the same run (see
+# failover._peer): first answer again after the fault, and Pacemaker/keepalived.
+PEER = ("pacemaker_vip_back_s", "keepalived_vip_back_s", "peer_ratio")
 # Data-safety counts summed over runs, per workload (halab.workloads verify() keys).
 SAFETY = {
     "bank": ("acknowledged", "lost_acknowledged", "indeterminate", "failed_but_committed",
@@ -131,6 +134,10 @@ def derived(r: dict) -> dict:
            "worst_return_outage_s": max(returns) if returns else None}
     fenced = (r.get("timeline") or {}).get("fence_confirmed")
     out["fenced_s"] = fenced if fenced is not None else r.get("fenced_s")
+    peer = next(iter((r.get("peer") or {}).values()), None)
+    if peer:
+        out.update(zip(PEER, (peer["pacemaker_vip_back_s"], peer["keepalived_vip_back_s"],
+                              peer["ratio"]), strict=True))
     return out
 
 
@@ -154,7 +161,7 @@ def summarise(results: list[dict]) -> dict:
             {**r, **derived(r)})
     out = []
     for (scenario, totem), runs in sorted(groups.items()):
-        timing = {k: stats([r.get(k) for r in runs]) for k in TIMINGS + DERIVED}
+        timing = {k: stats([r.get(k) for r in runs]) for k in TIMINGS + DERIVED + PEER}
         for s in sorted({s for r in runs for s in r.get("services", {})}):
             timing[f"recovered_s:{s}"] = stats(
                 [r["services"][s].get("recovered_s") for r in runs if s in r.get("services", {})])
@@ -298,6 +305,25 @@ def phase_table(groups: list[dict]) -> list[str]:
     return lines
 
 
+def peer_table(groups: list[dict]) -> list[str]:
+    """Pacemaker's VIP against keepalived's for the same fault in the same runs."""
+    groups = [g for g in groups if g["timing"]["keepalived_vip_back_s"]["n"]]
+    if not groups:
+        return []
+    lines = ["", "Side by side with keepalived (VRRP) holding a VIP on the same nodes, same "
+             "fault, same runs; seconds until each VIP first answered again, p50 / p95 / "
+             "worst. keepalived only moves an address: no fencing of the lost node, no "
+             "ordering after HAProxy, no promotion of a data service.", "",
+             "| scenario | runs | Pacemaker VIP back | keepalived VIP back | "
+             "ratio Pacemaker/keepalived |", "|---|---|---|---|---|"]
+    for g in groups:
+        t = g["timing"]
+        lines.append(f"| {g['scenario']} | {t['peer_ratio']['n']} | "
+                     f"{_fmt(t['pacemaker_vip_back_s'])} | {_fmt(t['keepalived_vip_back_s'])}"
+                     f" | {_fmt(t['peer_ratio'])} |")
+    return lines
+
+
 def markdown(summary: dict, goals: tuple[Goal, ...] | list[Goal] = GOALS) -> str:
     """Per totem setting: a timing table and a data-safety table; then the goals."""
     totems = sorted({g["totem"] for g in summary["groups"]})
@@ -325,6 +351,7 @@ def markdown(summary: dict, goals: tuple[Goal, ...] | list[Goal] = GOALS) -> str
                                              "healthy_again_s")])
             lines.append("| " + " | ".join(cells) + " |")
         lines += phase_table(groups)
+        lines += peer_table(groups)
         head = ["scenario", "bank lost", "bank indeterminate", "bank bad reads",
                 "rabbitmq lost", "rabbitmq duplicates", "rabbitmq unconfirmed delivered",
                 "redis lost by WAIT replicas (high→low)", "token issues failed",

@@ -58,7 +58,7 @@ def _journal(lab, name: str, command: str) -> str | None:
 def soak(lab, token: int | None, idle_s: float, busy_s: float, out_dir,
          log=print) -> Path:
     """Both windows under `token` (None: corosync's default); the JSON's path."""
-    from halab.failover import set_totem
+    from halab.failover import declared_token, set_totem
 
     label = "default" if token is None else f"token-{token}"
     set_totem(lab, token)
@@ -67,7 +67,7 @@ def soak(lab, token: int | None, idle_s: float, busy_s: float, out_dir,
         results = [window(lab, "idle", idle_s, busy=False, log=log),
                    window(lab, "cpu-hog", busy_s, busy=True, log=log)]
     finally:
-        set_totem(lab, None)
+        set_totem(lab, declared_token(lab))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"soak-{label}-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -39,6 +39,17 @@ def test_corosync_uses_knet_with_crypto(host, inventory):
     assert f"totem.cluster_name (str) = {hv['pacemaker_cluster_name']}" in cmap
 
 
+def test_corosync_runs_the_declared_totem(host, inventory):
+    totem = inventory[host.backend.get_hostname()].get("pacemaker_totem") or {}
+    cmap = dict(line.split(" (", 1) for line in
+                host.check_output("corosync-cmapctl totem").splitlines() if " (" in line)
+    configured = {k: v.rsplit(" = ", 1)[-1] for k, v in cmap.items()}
+    for key, value in totem.items():
+        assert configured.get(f"totem.{key}") == str(value), key
+    if "token" not in totem:  # corosync's default, nothing configured
+        assert "totem.token" not in configured
+
+
 def test_knet_link_to_every_peer_is_connected(host, inventory):
     me = host.backend.get_hostname()
     status = host.check_output("corosync-cfgtool -n")

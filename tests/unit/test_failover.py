@@ -111,3 +111,40 @@ def test_the_gate_waits_for_an_idle_controller():
     assert not cluster.dc_idle("S_TRANSITION_ENGINE\n")
     assert not cluster.dc_idle("error: Could not connect to controller: Connection refused")
     assert not cluster.dc_idle("")
+
+
+def _probe(windows: dict[str, list[tuple[float, float]]], t0: float):
+    from halab import probe
+
+    pr = probe.Probe(dict.fromkeys(windows, lambda: True))  # never started: samples below
+    for name, downs in windows.items():
+        pr.samples[name] = [(t0 + i / 10, not any(a <= i / 10 < b for a, b in downs))
+                            for i in range(-20, 200)]
+    return pr
+
+
+def test_the_peer_ratio_takes_each_vips_first_answer_after_the_fault():
+    t0 = 1_700_000_000.0
+    # keepalived's VIP back after 3.8 s, then moved once more to follow the public VIP
+    pr = _probe({"public": [(0.1, 5.0)], "keepalived:peer": [(0.1, 3.8), (6.0, 6.5)]}, t0)
+    r = failover.Run(failover.CATALOGUE["power-loss-public-vip-owner"], lab=None,
+                     victim="n0", t0=t0)
+    r.result = {"public_owner_before": "n0", "services": {
+        s: failover._service(pr, s, t0, t0 + 15) for s in pr.names}}
+    assert r.result["services"]["keepalived:peer"]["first_back_s"] == 3.8
+    assert r.result["services"]["keepalived:peer"]["recovered_s"] == 6.5
+    failover._peer(r)
+    assert r.result["peer"] == {"peer": {"pacemaker_vip_back_s": 5.0,
+                                         "keepalived_vip_back_s": 3.8, "ratio": 1.32}}
+
+
+def test_no_peer_figure_when_the_fault_spared_the_vips_owner():
+    t0 = 1_700_000_000.0
+    pr = _probe({"public": [], "keepalived:peer": []}, t0)
+    r = failover.Run(failover.CATALOGUE["power-loss-redis-master"], lab=None,
+                     victim="n1", t0=t0)
+    r.result = {"public_owner_before": "n0", "services": {
+        s: failover._service(pr, s, t0, t0 + 15) for s in pr.names}}
+    assert r.result["services"]["public"]["first_back_s"] == 0.0
+    failover._peer(r)
+    assert "peer" not in r.result

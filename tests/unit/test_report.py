@@ -213,3 +213,27 @@ def test_each_phase_gets_median_and_worst_over_the_runs_that_recorded_it():
         == (3, 4.0, 4.4)
     assert (ph["fence_confirmed"]["n"], ph["fence_confirmed"]["median"],
             ph["fence_confirmed"]["max"]) == (2, 7.0, 9.0)
+
+
+def test_the_keepalived_peer_gets_its_figures_and_the_ratio():
+    runs = []
+    for n, (pcmk, vrrp) in enumerate(((5.0, 4.0), (6.0, 3.0), (4.5, 4.5)), start=1):
+        r = run("power-loss-public-vip-owner", "token-1000", n, pcmk, 7.0, 5.0)
+        r["peer"] = {"peer": {"pacemaker_vip_back_s": pcmk, "keepalived_vip_back_s": vrrp,
+                              "ratio": round(pcmk / vrrp, 2)}}
+        runs.append(r)
+    summary = report.summarise(runs + [RESULTS[-1]])
+    t = group(summary, "power-loss-public-vip-owner", "token-1000")["timing"]
+    assert t["peer_ratio"]["values"] == [1.25, 2.0, 1.0]
+    assert t["keepalived_vip_back_s"]["median"] == 4.0
+    md = report.markdown(summary)
+    assert "Side by side with keepalived" in md
+    peer = md.split("Side by side")[1]
+    row = next(line for line in peer.splitlines()
+               if line.startswith("| power-loss-public-vip-owner | 3 | "))
+    assert row.endswith("| 5.0 / 6.0 / 6.0 | 4.0 / 4.5 / 4.5 | 1.2 / 2.0 / 2.0 |")
+    assert "| kill-redis-master | " not in md.split("Side by side")[1].split("\n\n")[1]
+
+
+def test_no_peer_table_without_the_peer():
+    assert "keepalived" not in report.markdown(report.summarise(RESULTS))
