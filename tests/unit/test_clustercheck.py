@@ -4,18 +4,12 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from daemons import free_port, wait_listening
 
 SCRIPT = Path(__file__).parents[2] / "roles/galera/files/galera-clustercheck"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -23,19 +17,11 @@ def clustercheck(tmp_path):
     defaults = tmp_path / "my.cnf"
     defaults.write_text(f"[client]\nsocket = {tmp_path}/none.sock\nuser = check\n"
                         "password = x\n")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "--bind", "127.0.0.1",
                              "--port", str(port), "--defaults-file", str(defaults)],
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "clustercheck did not listen"
-            time.sleep(0.05)
+    wait_listening(proc, port, "clustercheck")
     yield port, proc
     proc.kill()
     proc.wait()

@@ -77,29 +77,19 @@ def test_only_lab_nodes(switch):
 def test_the_switch_daemon_answers_signed_requests_over_http(tmp_path):
     """The real daemon (`halab fenced serve`) on loopback: list works with the key,
     and a request signed with another key is refused with 403."""
-    import os
-    import socket
     import subprocess
     import sys
     from urllib import error, request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
+    from daemons import free_port, wait_listening
+
+    free = free_port()
     env = {**os.environ, "HALAB_STATE_DIR": str(tmp_path), "HALAB_FENCED_ADDRESS": "127.0.0.1",
            "HALAB_FENCED_PORT": str(free), "HALAB_FENCED_CLIENTS": "127.0.0.0/8"}
     proc = subprocess.Popen([sys.executable, "-m", "halab", "fenced", "serve"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", free), timeout=0.5).close()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode()
-                assert time.monotonic() < deadline, "the switch never listened"
-                time.sleep(0.1)
+        wait_listening(proc, free, "the switch")
         key = (tmp_path / "secrets" / "fence_halab_key").read_text().strip()
 
         def post(signing_key: str):
