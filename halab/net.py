@@ -31,17 +31,32 @@ def netns_alive() -> bool:
     return run(["ip", "-n", topology.NETNS, "link", "show", "lo"], check=False).returncode == 0
 
 
+# Route types `ip route` prints before the destination (unicast is left out).
+ROUTE_TYPES = {"unicast", "local", "broadcast", "multicast", "throw", "unreachable",
+               "prohibit", "blackhole", "nat", "anycast"}
+
+
+def parse_route(line: str) -> tuple[str, str, str]:
+    """(type, destination, device) of one `ip -o -4 route show` line."""
+    words = line.split()
+    kind = words.pop(0) if words and words[0] in ROUTE_TYPES else "unicast"
+    dev = words[words.index("dev") + 1] if "dev" in words[:-1] else ""
+    return kind, (words[0] if words else ""), dev
+
+
 def check_no_overlap() -> None:
     """Refuse to route a lab subnet to the lab when something real lives in it."""
     subnets = [ipaddress.ip_network(n.cidr) for n in topology.NETWORKS]
     ours = {n.host_if for n in topology.NETWORKS}
     for line in run(["ip", "-o", "-4", "route", "show"]).stdout.splitlines():
-        dest, dev = line.split()[0], line.split(" dev ")[1].split()[0] if " dev " in line else ""
-        if dest == "default" or dev in ours:
+        kind, dest, dev = parse_route(line)
+        if dest in ("default", "") or dev in ours:
             continue
         route = ipaddress.ip_network(dest, strict=False)
         if any(route.overlaps(s) for s in subnets):
-            raise HalabError(f"lab network overlaps the host route {dest} dev {dev}")
+            where = f"dev {dev}" if dev else kind
+            raise HalabError(f"lab network overlaps the host route {dest} ({where}): "
+                             "pick other lab subnets or remove the route")
     for name in topology.RESERVED_NAMES:
         try:
             infos = socket.getaddrinfo(name, None, socket.AF_INET)

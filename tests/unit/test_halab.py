@@ -142,3 +142,15 @@ def test_status_view_reads_real_crm_mon_xml(simulated_status):
     assert sorted(view["resources"]["memcached-clone"]["Started"]) == sorted(names)
     assert len(view["resources"]["ip-198.51.100.80"]["Started"]) == 1
     assert view["failures"] == []
+
+
+@pytest.mark.parametrize("line, parsed", [
+    ("default via 192.0.2.1 dev eth0 proto dhcp", ("unicast", "default", "eth0")),
+    ("198.51.100.0/26 dev hl-int scope link", ("unicast", "198.51.100.0/26", "hl-int")),
+    ("blackhole 10.0.0.0/8 proto static", ("blackhole", "10.0.0.0/8", "")),
+    ("unreachable 198.51.100.64/26", ("unreachable", "198.51.100.64/26", "")),
+])
+def test_route_lines_of_every_type_are_parsed(line, parsed):
+    from halab import net
+
+    assert net.parse_route(line) == parsed
