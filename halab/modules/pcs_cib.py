@@ -102,6 +102,13 @@ options:
     description: Pass C(--no-default-ops) to resource and stonith creation (per-entry override).
     type: bool
     default: false
+  remove_all:
+    description:
+      - Let a run that declares no resources, groups or fence devices delete every one the
+        live CIB holds. Without it such a run fails and changes nothing, so that an empty
+        or misspelt variable cannot empty a running cluster.
+    type: bool
+    default: false
   pcs_path:
     description: pcs executable.
     type: str
@@ -211,6 +218,7 @@ TOP_KEYS = frozenset(
         "constraints",
         "force",
         "no_default_ops",
+        "remove_all",
         "pcs_path",
         "cib_file",
     }
@@ -237,6 +245,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "constraints": {"type": "dict", "default": {}},
     "force": {"type": "bool", "default": False},
     "no_default_ops": {"type": "bool", "default": False},
+    "remove_all": {"type": "bool", "default": False},
     "pcs_path": {"type": "str", "default": "pcs"},
     "cib_file": {"type": "path"},
 }
@@ -447,6 +456,7 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
 
     spec: dict[str, Any] = {
         "force": force,
+        "remove_all": bool(_to_bool(params.get("remove_all")) or False),
         "pcs_path": params.get("pcs_path") or "pcs",
         "cib_file": params.get("cib_file"),
         "properties": v.kv(params.get("properties"), "properties"),
@@ -934,6 +944,14 @@ def run(
         c = _Converger(spec, workdir)
         live = c.read_live()
         c.check_nodes(live)
+        declared = spec["resources"] or spec["groups"] or spec["stonith"]
+        section = live.find("configuration/resources")
+        held = [el.get("id") for el in section] if section is not None else []
+        if held and not declared and not spec["remove_all"]:
+            raise CibError(
+                f"no resources, groups or fence devices declared: that would delete all "
+                f"{len(held)} in the live CIB ({', '.join(held[:5])}"
+                f"{', ...' if len(held) > 5 else ''}); set remove_all: true to mean it")
         _write(live, c.live)
         desired = copy.deepcopy(live)
         kept = c.own_sections(desired)

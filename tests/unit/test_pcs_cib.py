@@ -270,6 +270,18 @@ def test_operator_state_survives(removed):
     assert props["dc-version"] == "2.1.5-a3f44794f94"
 
 
+def test_an_empty_declaration_does_not_empty_the_cluster(converged, tmp_path):
+    path = tmp_path / "cib.xml"
+    shutil.copy(converged[0], path)
+    before = path.read_bytes()
+    empty = {**data(), "resources": [], "groups": [], "stonith": [], "constraints": {}}
+    with pytest.raises(CibError, match=r"would delete all 4 in the live CIB .*remove_all"):
+        converge(path, empty)
+    assert path.read_bytes() == before
+    assert converge(path, {**empty, "remove_all": True})["changed"] is True
+    assert ids(load(path), "resources") == []
+
+
 def test_check_mode_reports_change_without_writing(tmp_path):
     path = make_cib(tmp_path / "cib.xml")
     before = path.read_bytes()
