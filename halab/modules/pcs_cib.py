@@ -415,6 +415,13 @@ def _clone_spec(v: _Validator, entry: dict, where: str, owner: str) -> dict | No
     }
 
 
+# Operation names Pacemaker runs; anything else after pcs' `op` would be read as one of
+# its keywords (`meta`, `clone`, ...) or an unknown action.
+OP_ACTIONS = frozenset({"start", "stop", "monitor", "promote", "demote", "notify", "reload",
+                        "reload-agent", "migrate_to", "migrate_from", "validate-all",
+                        "meta-data", "status"})
+
+
 def _primitive(
     v: _Validator, entry: dict, where: str, keys: frozenset[str], force: bool, no_default_ops: bool
 ) -> dict | None:
@@ -430,7 +437,9 @@ def _primitive(
             continue
         action = v.name(op, "action", owhere)
         attrs = v.kv({k: x for k, x in op.items() if k != "action"}, owhere)
-        if action:
+        if action and action not in OP_ACTIONS:
+            v.err(owhere, f"unknown action '{action}'; one of {', '.join(sorted(OP_ACTIONS))}")
+        elif action:
             ops.append((action, attrs))
     spec = {
         "id": rid,
@@ -516,7 +525,9 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
         if not members:
             v.err(where, "'resources' must list at least one resource")
         for m in members:
-            if m not in primitives:
+            if not isinstance(m, str):
+                v.err(where, f"member {m!r} must be a resource id")
+            elif m not in primitives:
                 v.err(where, f"member '{m}' is not a declared resource")
             elif m in cloned:
                 v.err(where, f"member '{m}' is cloned; clone the group instead")

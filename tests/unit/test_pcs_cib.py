@@ -570,3 +570,19 @@ def test_documentation_matches_argument_spec():
     task = examples[0]["pcs_cib"]
     pcs_cib.validate(task)  # the documented example is valid data
     yaml.safe_load(pcs_cib.RETURN)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda d: d["resources"][0].update(ops=[{"action": "clone"}]),
+     r"resources\[0\] \(id=ip-203.0.113.100\)\.ops\[0\]: unknown action 'clone'"),
+    (lambda d: d.update(groups=[{"id": "g", "resources": [["haproxy"]]}]),
+     r"groups\[0\] \(id=g\): member \['haproxy'\] must be a resource id"),
+])
+def test_words_pcs_would_misread_are_refused(tmp_path, change, expected):
+    path = make_cib(tmp_path / "cib.xml")
+    before = path.read_bytes()
+    d = data()
+    change(d)
+    with pytest.raises(CibError, match=expected):
+        converge(path, d)
+    assert path.read_bytes() == before
