@@ -84,7 +84,17 @@ def address_outside(hosts, vips):
     controllers(hosts)["overcloud-controller-2"]["ha_addresses"]["external"] = "198.51.100.12"
 
 
+def vip_twice(hosts, vips):
+    vips["ha_vips"][2]["name"] = "internal_api"
+
+
+def vip_on_gateway(hosts, vips):
+    vips["ha_vips"][1]["address"] = "198.51.100.1"  # the lab host's own leg
+
+
 @pytest.mark.parametrize(("change", "message"), [
+    (vip_twice, "ha_vips/ha_peer_vips: internal_api declared more than once"),
+    (vip_on_gateway, "ha_vips.internal_api: 198.51.100.1 must lie inside"),
     (vip_outside, "ha_vips.public: 198.51.100.20 must lie inside ha_networks.external"),
     (no_interface, "ha_networks.internal needs 'cidr'"),
     (shared_address, "ha_addresses: 198.51.100.10 is set on more than one host"),
