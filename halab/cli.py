@@ -20,9 +20,21 @@ def _lock():
     return fh
 
 
-def _failover(args) -> int:
+def _lab():
+    """The running lab as the failover tools see it (the lab inventory, templated)."""
     from halab import failover
     from halab.declared import ROOT, declared
+
+    return failover.Lab(declared(ROOT / "inventory" / "lab"))
+
+
+def _token(text: str) -> int | None:
+    """A --token value: milliseconds, or 'default' (None) for corosync's own."""
+    return None if text == "default" else int(text)
+
+
+def _failover(args) -> int:
+    from halab import failover
 
     if args.list:
         print("\n".join(failover.CATALOGUE))
@@ -31,8 +43,8 @@ def _failover(args) -> int:
     unknown = sorted(set(names) - set(failover.CATALOGUE))
     if unknown:
         raise HalabError(f"unknown scenario(s): {', '.join(unknown)} (see --list)")
-    lab_ = failover.Lab(declared(ROOT / "inventory" / "lab"))
-    tokens = ([None if t == "default" else int(t) for t in args.token] if args.token
+    lab_ = _lab()
+    tokens = ([_token(t) for t in args.token] if args.token
               else [failover.declared_token(lab_)])
     if args.peer:
         lab_.with_peer()
@@ -121,12 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "failover":
             return _failover(args)
         if args.cmd == "soak":
-            from halab import failover, soak
-            from halab.declared import ROOT, declared
+            from halab import soak
 
-            token = None if args.token == "default" else int(args.token)
-            lab_ = failover.Lab(declared(ROOT / "inventory" / "lab"))
-            print(soak.soak(lab_, token, args.idle, args.busy, args.out))
+            print(soak.soak(_lab(), _token(args.token), args.idle, args.busy, args.out))
             return 0
         if args.cmd == "collect":
             from halab import collect

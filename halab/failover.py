@@ -83,6 +83,16 @@ class Lab:
         node = self.node(name)
         return nodes.is_running(node) and not net.isolated(node)
 
+    def output(self, name: str, command: str, timeout: float = 30) -> str | None:
+        """A command's output on a node; None when the node cannot be reached or the
+        command fails (for records: a gap, not an error)."""
+        if not self.reachable(name):
+            return None
+        with contextlib.suppress(HalabError):
+            proc = self.sh(name, command, timeout=timeout, check=False)
+            return proc.stdout if proc.returncode == 0 else None
+        return None
+
     def state(self, prefer: str | None = None, avoid: tuple[str, ...] = ()) -> dict | None:
         """crm_mon from the first reachable node (`prefer` first, never `avoid`)."""
         order = ([prefer] if prefer else []) + [n for n in self.names if n != prefer]
@@ -333,7 +343,7 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
         with watch:
             wait(lambda: pr.all_up(), 30, "every service answering before the fault")
             if lab.peer_vips:  # one power loss must take both kinds of VIP
-                owner = lab.vip_owner("public", st)
+                owner = r.result["public_owner_before"]
                 wait(lambda: lab.held_vips(owner, peers=True) == set(lab.peer_vips.values()),
                      30, f"keepalived's VIPs on {owner}, the public VIP's owner")
             r.t0 = time.time()
@@ -439,19 +449,11 @@ def _timeline(r: Run) -> None:
     log), seconds from the fault; a record that cannot be read is a gap, not an error."""
     from halab import fenced, timeline
 
-    def journal(name: str, command: str) -> str | None:
-        if not r.lab.reachable(name):
-            return None
-        with contextlib.suppress(HalabError):
-            proc = r.lab.sh(name, command, timeout=30, check=False)
-            return proc.stdout if proc.returncode == 0 else None
-        return None
-
     try:
         switch_log = fenced.log_path().read_text(errors="replace")
     except OSError:
         switch_log = ""
-    events = timeline.collect(journal, r.lab.names, switch_log, r.t0 - 2, time.time())
+    events = timeline.collect(r.lab.output, r.lab.names, switch_log, r.t0 - 2, time.time())
     r.result["timeline"] = phases = timeline.phases(events, r.t0, r.victim)
     # Aborts while the recovery ran: they hold every new action until those in flight end.
     until = max([v for k, v in phases.items() if k.startswith("vip_started")]

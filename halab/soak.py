@@ -42,17 +42,14 @@ def window(lab, label: str, seconds: float, busy: bool, log=print) -> dict:
                 p.kill()
             p.wait()
     end = time.time()
-    events = timeline.collect(lambda n, c: _journal(lab, n, c), lab.names, "", start, end)
+    # a 30-minute window's journal is long: more time than a run's
+    events = timeline.collect(lambda n, c: lab.output(n, c, timeout=60), lab.names, "",
+                              start, end)
     counted = [e for e in events if e.kind in COUNTED]
     return {"window": label, "seconds": round(end - start), "busy_cpus": len(procs),
             "load_max": round(max(loads, default=0.0), 2),
             **{k: sum(e.kind == k for e in counted) for k in COUNTED},
             "events": timeline.as_json(counted, start)}
-
-
-def _journal(lab, name: str, command: str) -> str | None:
-    proc = lab.sh(name, command, timeout=60, check=False)
-    return proc.stdout if proc.returncode == 0 else None
 
 
 def soak(lab, token: int | None, idle_s: float, busy_s: float, out_dir,
