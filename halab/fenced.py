@@ -1,9 +1,13 @@
 """The lab's power switch for fencing: a small HTTP daemon on the host's internal lab
 address that powers lab nodes off and on for the fence_halab agent on the nodes.
 
-Access is limited the way fence_xvm limits it: a shared key (HMAC-SHA256 over the
-request, with a timestamp and a nonce against replays), requests only from the lab's
-internal network, and only four actions (on, off, status, list) on lab nodes."""
+Access is limited the way fence_xvm limits it: keys (HMAC-SHA256 over the request,
+with a timestamp and a nonce against replays), requests only from the lab's internal
+network, and only four actions (on, off, status, list) on lab nodes. Each node holds
+its own key, derived from the switch's: a node that takes another's address (it has
+CAP_NET_ADMIN for its VIPs) can neither sign requests as that node nor forge the signed
+replies its agent checks. Connections are bounded in number, time and body size, and
+refused by address before anything is read."""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +32,10 @@ from halab.errors import HalabError
 
 PORT = 1229  # fence_xvm's port
 MAX_SKEW = 30  # seconds a signed request stays valid
+MIN_KEY = 32  # characters
+MAX_BODY = 4096  # bytes; a request is a few dozen
+SOCKET_TIMEOUT = 5.0  # seconds a client may take to send its request
+MAX_CONNECTIONS = 16  # at once; more are closed unanswered
 # Power on, then the machine boots this much later, as a real one spends a minute or
 # more in POST. Without it a node fenced by reboot rejoined before the cluster had
 # recorded its fencing and stopped itself (fence-reaction=stop), or came back in the
@@ -47,14 +56,42 @@ def log_path() -> Path:
     return topology.state_dir() / "fenced.log"
 
 
+def node_key_path(node: topology.Node) -> Path:
+    """The key the inventory installs on `node` (and only there)."""
+    return key_path().parent / "fence_halab" / f"{node.name}.key"
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+
+
 def ensure_key() -> str:
+    """The switch's key (generated once) and each node's key derived from it."""
     path = key_path()
     if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32) + "\n")
-    return path.read_text().strip()
+        _write_private(path, secrets.token_hex(32))
+    key = checked_key(path.read_text().strip(), str(path))
+    for node in topology.NODES:
+        derived = node_key(key, node.name)
+        npath = node_key_path(node)
+        if not npath.exists() or npath.read_text().strip() != derived:
+            _write_private(npath, derived)
+    return key
+
+
+def checked_key(key: str, where: str = "the key") -> str:
+    if len(key) < MIN_KEY:
+        raise HalabError(f"{where} has {len(key)} characters; the power switch needs at "
+                         f"least {MIN_KEY} (remove it and `halab fencing start` makes one)")
+    return key
+
+
+def node_key(key: str, name: str) -> str:
+    return hmac.new(key.encode(), f"fence_halab node {name}".encode(),
+                    hashlib.sha256).hexdigest()
 
 
 def sign(key: str, body: bytes) -> str:
@@ -80,18 +117,30 @@ class Switch:
     """Validates requests and acts on nodes; one power action at a time."""
 
     def __init__(self, key: str, boot_delay: float = BOOT_DELAY):
-        self.key = key
+        self.key = checked_key(key)
         self.seen: dict[str, float] = {}
         self.lock = threading.Lock()
         self.boot_delay = boot_delay
         self.booting: dict[str, threading.Timer] = {}  # powered on, still in "POST"
+        self.node_keys = {n.ssh_address: node_key(key, n.name) for n in topology.NODES}
 
-    def check(self, body: bytes, signature: str, peer: str) -> dict:
+    def key_for(self, peer: str) -> str:
+        """A node signs with its own key; any other lab address (the host's own tools)
+        needs the switch's key, which no node holds."""
+        return self.node_keys.get(peer, self.key)
+
+    def admit(self, peer: str) -> None:
+        """Before anything of the request is read."""
         if ipaddress.ip_address(peer) not in lab_network():
             raise PermissionError(f"request from {peer}, outside the lab network")
-        if not hmac.compare_digest(sign(self.key, body), signature or ""):
+
+    def check(self, body: bytes, signature: str, peer: str) -> dict:
+        self.admit(peer)
+        if not hmac.compare_digest(sign(self.key_for(peer), body), signature or ""):
             raise PermissionError("bad signature")
         req = json.loads(body)
+        if not isinstance(req, dict):
+            raise ValueError("a request is a JSON object")
         now = time.time()
         if abs(now - float(req.get("ts", 0))) > MAX_SKEW:
             raise PermissionError("stale request")
@@ -182,42 +231,100 @@ class _lab_lock:  # noqa: N801 - used as a context manager
         self.fh.close()
 
 
-def serve() -> None:
-    switch = Switch(ensure_key())
+class _Server(ThreadingHTTPServer):
+    """At most MAX_CONNECTIONS handled at once: one more is closed, not queued."""
 
+    daemon_threads = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            log(f"{client_address[0]} refused: {MAX_CONNECTIONS} connections open")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
+def _length(value: str | None) -> int:
+    try:
+        n = int(value or "")
+    except ValueError:
+        raise ValueError("Content-Length missing or not a number") from None
+    if not 0 < n <= MAX_BODY:
+        raise ValueError(f"Content-Length {n} outside 1..{MAX_BODY}")
+    return n
+
+
+def handler(switch: Switch) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = SOCKET_TIMEOUT  # for the request line, headers and body alike
+
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            body = self.rfile.read(min(int(self.headers.get("Content-Length", 0)), 4096))
+            peer, body, req = self.client_address[0], b"", {}
             try:
-                req = switch.check(body, self.headers.get("X-Halab-Signature", ""),
-                                   self.client_address[0])
+                switch.admit(peer)
+                body = self.rfile.read(_length(self.headers.get("Content-Length")))
+                req = switch.check(body, self.headers.get("X-Halab-Signature", ""), peer)
                 reply, code = switch.act(req), 200
             except PermissionError as exc:
                 reply, code = {"error": str(exc)}, 403
             except (ValueError, HalabError) as exc:
                 reply, code = {"error": str(exc)}, 400
+            except OSError as exc:  # the client was too slow or went away
+                log(f"{peer} dropped: {exc}")
+                self.close_connection = True
+                return
+            # The reply names the request's nonce and is signed with the key the request
+            # was checked against: the agent trusts only the answer to its own question.
+            if code == 200:
+                reply = {**reply, "nonce": req.get("nonce")}
             data = json.dumps(reply).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if code == 200:
+                self.send_header("X-Halab-Signature", sign(switch.key_for(peer), data))
+            self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(data)
-            log(f"{self.client_address[0]} {body[:200].decode(errors='replace')} "
-                f"-> {code} {reply}")
+            self.close_connection = True
+            log(f"{peer} {body[:200].decode(errors='replace')} -> {code} {reply}")
 
         def log_message(self, *args) -> None:
             pass
 
-    ThreadingHTTPServer((bind_address(), port()), Handler).serve_forever()
+    return Handler
+
+
+def serve() -> None:
+    _Server((bind_address(), port()), handler(Switch(ensure_key()))).serve_forever()
+
+
+def _argv() -> list[str]:
+    return [sys.executable, "-m", "halab", "fenced", "serve"]
 
 
 def running_pid() -> int | None:
+    """The daemon's PID if the recorded process is still the one `start` launched: same
+    start time and exactly its arguments (a PID can be reused by anything)."""
     try:
-        pid = int(pid_path().read_text())
+        pid, started = pid_path().read_text().split()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
-    return pid if b"halab" in cmdline and b"fenced" in cmdline else None
+    if nodes._starttime(int(pid)) != started or \
+            cmdline.split(b"\0")[:-1] != [a.encode() for a in _argv()]:
+        return None
+    return int(pid)
 
 
 def start() -> None:
@@ -228,12 +335,10 @@ def start() -> None:
         raise HalabError("the lab is not up: run `halab up`")
     ensure_key()
     with log_path().open("a") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "halab", "fenced", "serve"],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    pid_path().write_text(f"{proc.pid}\n")
+        proc = subprocess.Popen(_argv(), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    pid_path().write_text(f"{proc.pid} {nodes._starttime(proc.pid)}\n")
     deadline = time.monotonic() + 10
-    import socket
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise HalabError(f"fence daemon exited at start (log: {log_path()})")

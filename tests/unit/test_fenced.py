@@ -12,12 +12,13 @@ import pytest
 from halab import fenced
 
 KEY = "k" * 64
-LAB_PEER = "198.51.100.10"
+LAB_PEER = "198.51.100.10"  # overcloud-controller-0's internal address
+PEER_KEY = fenced.node_key(KEY, "overcloud-controller-0")
 
 
 def signed(**req) -> tuple[bytes, str]:
     body = json.dumps({"ts": time.time(), "nonce": req.pop("nonce", "n1"), **req}).encode()
-    return body, fenced.sign(KEY, body)
+    return body, fenced.sign(PEER_KEY, body)
 
 
 @pytest.fixture
@@ -53,7 +54,48 @@ def test_a_stale_request_is_refused(switch):
     body = json.dumps({"action": "off", "node": "overcloud-controller-1", "nonce": "x",
                        "ts": time.time() - 3600}).encode()
     with pytest.raises(PermissionError, match="stale"):
-        switch.check(body, fenced.sign(KEY, body), LAB_PEER)
+        switch.check(body, fenced.sign(PEER_KEY, body), LAB_PEER)
+
+
+def test_a_node_cannot_sign_as_another_node(switch):
+    """Controller-1 takes controller-0's address: its own key does not sign for it,
+    and neither key is the switch's."""
+    body = json.dumps({"action": "off", "node": "overcloud-controller-2", "nonce": "y",
+                       "ts": time.time()}).encode()
+    own = fenced.node_key(KEY, "overcloud-controller-1")
+    with pytest.raises(PermissionError, match="bad signature"):
+        switch.check(body, fenced.sign(own, body), LAB_PEER)
+    assert len({KEY, own, PEER_KEY}) == 3
+
+
+@pytest.mark.parametrize("key", ["", "x" * 31])
+def test_a_short_key_is_refused(key):
+    with pytest.raises(fenced.HalabError, match="at least 32"):
+        fenced.Switch(key)
+
+
+def test_an_empty_key_file_is_refused_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("HALAB_STATE_DIR", str(tmp_path))
+    fenced.key_path().parent.mkdir(parents=True)
+    fenced.key_path().write_text("\n")
+    with pytest.raises(fenced.HalabError, match="0 characters"):
+        fenced.ensure_key()
+
+
+def test_each_node_gets_its_own_key_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HALAB_STATE_DIR", str(tmp_path))
+    key = fenced.ensure_key()
+    files = sorted((tmp_path / "secrets" / "fence_halab").iterdir())
+    assert [f.name for f in files] == [f"overcloud-controller-{i}.key" for i in range(3)]
+    assert {f.read_text().strip() for f in files} == {
+        fenced.node_key(key, f"overcloud-controller-{i}") for i in range(3)}
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in files)
+
+
+def test_a_request_that_is_not_an_object_is_refused(switch):
+    body = b"[1, 2]"
+    with pytest.raises(ValueError, match="JSON object"):
+        switch.check(body, fenced.sign(PEER_KEY, body), LAB_PEER)
 
 
 def test_requests_from_outside_the_lab_network_are_refused(switch):
@@ -74,12 +116,11 @@ def test_only_lab_nodes(switch):
         switch.check(body, sig, LAB_PEER)
 
 
-def test_the_switch_daemon_answers_signed_requests_over_http(tmp_path):
-    """The real daemon (`halab fenced serve`) on loopback: list works with the key,
-    and a request signed with another key is refused with 403."""
+@pytest.fixture
+def daemon(tmp_path):
+    """The real daemon (`halab fenced serve`) on loopback, its clients 127.0.0.0/8."""
     import subprocess
     import sys
-    from urllib import error, request
 
     from daemons import free_port, wait_listening
 
@@ -90,28 +131,134 @@ def test_the_switch_daemon_answers_signed_requests_over_http(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_listening(proc, free, "the switch")
-        key = (tmp_path / "secrets" / "fence_halab_key").read_text().strip()
-
-        def post(signing_key: str):
-            body = json.dumps({"action": "list", "ts": time.time(),
-                               "nonce": os.urandom(8).hex()}).encode()
-            req = request.Request(f"http://127.0.0.1:{free}/power", data=body, method="POST",
-                                  headers={"X-Halab-Signature": fenced.sign(signing_key, body)})
-            try:
-                with request.urlopen(req, timeout=5) as resp:
-                    return resp.status, json.loads(resp.read())
-            except error.HTTPError as exc:
-                return exc.code, json.loads(exc.read())
-
-        status, reply = post(key)
-        assert status == 200
-        assert set(reply["nodes"]) == {f"overcloud-controller-{i}" for i in range(3)}
-        assert set(reply["nodes"].values()) == {"off"}
-        assert post("not-the-key")[0] == 403
-        assert (tmp_path / "secrets" / "fence_halab_key").stat().st_mode & 0o777 == 0o600
+        yield free, (tmp_path / "secrets" / "fence_halab_key")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def post(port: int, signing_key: str, nonce: str | None = None):
+    from urllib import error, request
+
+    body = json.dumps({"action": "list", "ts": time.time(),
+                       "nonce": nonce or os.urandom(8).hex()}).encode()
+    req = request.Request(f"http://127.0.0.1:{port}/power", data=body, method="POST",
+                          headers={"X-Halab-Signature": fenced.sign(signing_key, body)})
+    try:
+        with request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read(), resp.headers.get("X-Halab-Signature")
+    except error.HTTPError as exc:
+        return exc.code, exc.read(), exc.headers.get("X-Halab-Signature")
+
+
+def test_the_switch_daemon_answers_signed_requests_over_http(daemon):
+    """List works with the key and the answer is signed and names the request;
+    a request signed with another key is refused with 403."""
+    port, key_file = daemon
+    key = key_file.read_text().strip()
+    status, data, signature = post(port, key, nonce="mine")
+    assert status == 200
+    assert signature == fenced.sign(key, data), "the answer is not signed with the key"
+    reply = json.loads(data)
+    assert reply["nonce"] == "mine"
+    assert set(reply["nodes"]) == {f"overcloud-controller-{i}" for i in range(3)}
+    assert set(reply["nodes"].values()) == {"off"}
+    assert post(port, "not-the-key-but-long-enough-to-be-one")[0] == 403
+    assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def raw(port: int, data: bytes, timeout: float = 10) -> tuple[bytes, float]:
+    """Send `data`, read until the switch closes; what it said and how long it took."""
+    import socket
+
+    t = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+    return out, time.monotonic() - t
+
+
+@pytest.mark.parametrize("length, status", [("-1", b"400"), ("100000", b"400"),
+                                            ("many", b"400"), (None, b"400")])
+def test_a_bad_length_is_refused_before_reading(daemon, length, status):
+    port, _ = daemon
+    head = b"POST /power HTTP/1.1\r\nHost: x\r\n"
+    if length is not None:
+        head += f"Content-Length: {length}\r\n".encode()
+    out, took = raw(port, head + b"\r\n")  # and no body: the switch must not wait for one
+    assert out.split()[1] == status, out
+    assert took < fenced.SOCKET_TIMEOUT, f"answered after {took:.1f}s: it waited for a body"
+
+
+def test_a_silent_client_is_dropped_after_the_timeout(daemon):
+    port, _ = daemon
+    out, took = raw(port, b"POST /power HTTP/1.1\r\n", timeout=3 * fenced.SOCKET_TIMEOUT)
+    assert took < 2 * fenced.SOCKET_TIMEOUT, f"held for {took:.1f}s"
+    assert took > fenced.SOCKET_TIMEOUT - 1, f"dropped after {took:.1f}s, before the timeout"
+
+
+def test_connections_beyond_the_limit_are_closed_and_service_resumes(daemon):
+    import socket
+
+    port, key_file = daemon
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5)
+            for _ in range(fenced.MAX_CONNECTIONS)]
+    try:
+        # Every slot held by a silent client: the next connection is closed unanswered.
+        out, took = raw(port, b"", timeout=fenced.SOCKET_TIMEOUT)
+        assert out == b"" and took < 1, f"got {out!r} after {took:.1f}s"
+    finally:
+        for s in idle:
+            s.close()
+    assert post(port, key_file.read_text().strip())[0] == 200  # slots come back
+
+
+def test_a_peer_outside_the_lab_is_refused_before_its_body_is_read(tmp_path):
+    """The switch only serves 198.51.100.0/26 here, so loopback is a stranger: the
+    request is refused at once though its promised body never comes."""
+    import subprocess
+    import sys
+
+    from daemons import free_port, wait_listening
+
+    free = free_port()
+    env = {**os.environ, "HALAB_STATE_DIR": str(tmp_path), "HALAB_FENCED_ADDRESS": "127.0.0.1",
+           "HALAB_FENCED_PORT": str(free), "HALAB_FENCED_CLIENTS": "198.51.100.0/26"}
+    proc = subprocess.Popen([sys.executable, "-m", "halab", "fenced", "serve"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_listening(proc, free, "the switch")
+        out, took = raw(free, b"POST /power HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
+        assert out.split()[1] == b"403", out
+        assert took < fenced.SOCKET_TIMEOUT
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_stop_spares_a_process_that_only_looks_like_the_switch(tmp_path, monkeypatch):
+    """A PID file naming another process (PID reused, or a command line that merely
+    mentions halab and fenced) is not the switch: status says stopped, stop kills nothing."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("HALAB_STATE_DIR", str(tmp_path))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                              "halab", "fenced", "serve"])
+    try:
+        from halab import nodes
+
+        for record in (f"{other.pid}\n", f"{other.pid} {nodes._starttime(other.pid)}\n",
+                       f"{other.pid} 1\n"):
+            fenced.pid_path().write_text(record)
+            assert fenced.running_pid() is None, record
+        fenced.stop()
+        assert other.poll() is None, "stop killed a process it did not start"
+    finally:
+        other.kill()
+        other.wait(5)
 
 
 @pytest.fixture
