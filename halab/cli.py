@@ -13,8 +13,7 @@ from halab.errors import HalabError
 
 
 def _lock():
-    d = topology.state_dir()
-    d.mkdir(parents=True, exist_ok=True)
+    d = topology.private_dir(topology.state_dir())
     fh = open(d / "lock", "w")  # noqa: SIM115 - held for the life of the command
     fcntl.flock(fh, fcntl.LOCK_EX)
     return fh

@@ -25,7 +25,7 @@ def _require_tools() -> None:
 def _ensure_key() -> None:
     key = topology.ssh_key()
     if not key.exists():
-        key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        topology.private_dir(key.parent)
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "halab", "-f", str(key)])
 
 

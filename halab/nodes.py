@@ -163,6 +163,7 @@ def _prepare(node: topology.Node, rootfs: Path) -> None:
             f"{node.name}: its disk was made from another image; run `halab down` first"
         )
     fresh = not d.upper.exists()
+    topology.private_dir(d.path)
     for p in (d.upper, d.work, d.root):
         p.mkdir(parents=True, exist_ok=True)
     d.imagefile.write_text(key + "\n")

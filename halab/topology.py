@@ -81,6 +81,17 @@ def state_dir() -> Path:
     return Path(os.environ.get("HALAB_STATE_DIR", "/var/lib/halab"))
 
 
+def private_dir(path: Path) -> Path:
+    """`path` and any missing parents up to the state directory, root's only (0700):
+    the secrets and the nodes' trees (their configs hold passwords) live below it."""
+    top = state_dir()
+    for d in [*reversed(path.relative_to(top).parents), path.relative_to(top)]:
+        full = top / d
+        full.mkdir(mode=0o700, parents=True, exist_ok=True)
+        full.chmod(0o700)  # also when an older run made it 0755
+    return path
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("HALAB_CACHE_DIR", "/var/cache/halab"))
 

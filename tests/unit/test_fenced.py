@@ -278,6 +278,9 @@ def node_in_a_pid_namespace(tmp_path, monkeypatch):
     nodes._record_init(node, outer.pid)
     init = nodes.node_inits(node)
     assert init, "the stand-in's init was not recorded"
+    # The init forks its child as it starts: a node of two processes before the tests.
+    assert nodes._wait(lambda: len(nodes.node_processes(node)) == 2, timeout=10), \
+        f"the stand-in has processes {nodes.node_processes(node)}, not an init and a child"
     yield node, outer, init[0]
     for pid in nodes.node_processes(node):
         os.kill(pid, 9)
