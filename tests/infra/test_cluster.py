@@ -72,10 +72,11 @@ def test_cluster_services_run_and_start_at_boot(host, service):
     assert svc.is_enabled
 
 
-def test_pcsd_listens(host):
-    assert host.socket("tcp://0.0.0.0:2224").is_listening or host.socket(
-        "tcp://:::2224"
-    ).is_listening
+def test_pcsd_listens_on_the_cluster_network_with_its_gui_off(host, inventory):
+    address = inventory[host.backend.get_hostname()]["ha_addresses"]["internal"]
+    assert host.socket(f"tcp://{address}:2224").is_listening
+    code = host.check_output(f"curl -sk -o /dev/null -w '%{{http_code}}' https://{address}:2224/ui/")
+    assert code == "404", f"pcsd's web GUI answers {code}"
 
 
 def test_hacluster_has_a_real_password(host):

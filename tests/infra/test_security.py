@@ -1,11 +1,44 @@
-"""What the lab leaves open on the host: its state (secrets, the nodes' trees whose
-configs hold passwords) is root's alone."""
+"""What the lab leaves open: on the host its state (secrets, the nodes' trees whose
+configs hold passwords) is root's alone; on the nodes every daemon binds an address of
+its network, and on the external network only HAProxy listens, on VIPs."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import stat
 
 from halab import topology
+
+
+def listeners(host) -> list[tuple[str, int, str]]:
+    """(address, port, process) of every TCP listener but loopback's."""
+    found = []
+    for line in host.check_output("ss -Hltnp").splitlines():
+        local, users = line.split()[3], line.split(None, 5)[5] if len(line.split()) > 5 else ""
+        address, port = local.rsplit(":", 1)
+        address = address.strip("[]")
+        if address in ("127.0.0.1", "::1") or address.startswith("127."):
+            continue
+        names = re.findall(r'\("([^"]+)"', users)
+        found.append((address, int(port), ",".join(sorted(set(names))) or "?"))
+    return found
+
+
+def test_no_daemon_listens_on_every_address(host):
+    wild = [x for x in listeners(host) if x[0] in ("0.0.0.0", "::", "*")]
+    assert not wild, f"listening on every address: {wild}"
+
+
+def test_only_haproxy_listens_on_the_external_network_and_only_on_vips(host, inventory):
+    hv = inventory[host.backend.get_hostname()]
+    external = ipaddress.ip_network(hv["ha_networks"]["external"]["cidr"])
+    vips = {v["address"] for v in hv["ha_vips"]} | {
+        v["address"] for v in hv.get("ha_peer_vips", [])}
+    outside = [x for x in listeners(host) if x[0] not in ("0.0.0.0", "::", "*")
+               and ipaddress.ip_address(x[0]) in external
+               and (x[2] != "haproxy" or x[0] not in vips)]
+    assert not outside, f"on the external network besides HAProxy on a VIP: {outside}"
 
 
 def test_the_labs_state_is_root_only():
