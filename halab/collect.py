@@ -3,7 +3,9 @@ restored: from every reachable node the cluster's view (crm_mon, pcs status), it
 fencing history and the journal since the run began; from the host the fence switch's
 log, the tail of each node's console and whatever timeline the caller has. `halab
 collect` makes the same bundle by hand; the test suite makes one for every failed lab
-test and the failover catalogue for every run with a violation."""
+test and the failover catalogue for every run with a violation. Every generated
+secret's value is replaced by its name before anything is written (the CIB holds
+fence passwords, journals may quote a command line)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-from halab import fenced, nodes, topology
+from halab import declared, fenced, nodes, topology
 from halab.errors import HalabError
 
 JOURNAL_LINES = 20000
@@ -47,6 +49,11 @@ def bundle(name: str, since: float, out_dir: str | Path = "reports/bundles",
     could not be read is said in the bundle's index."""
     path = Path(out_dir) / f"{_slug(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
     path.mkdir(parents=True, exist_ok=True)
+    hidden = declared.secret_values(topology.state_dir() / "secrets")
+
+    def write(target: Path, text: str) -> None:
+        target.write_text(declared.scrub(text, hidden))
+
     index = [f"bundle for {name}, records since {time.strftime('%F %T', time.gmtime(since))} "
              "UTC", ""]
     for node in topology.NODES:
@@ -59,18 +66,18 @@ def bundle(name: str, since: float, out_dir: str | Path = "reports/bundles",
             try:
                 proc = nodes.ssh(node, [command.format(since=int(since))], timeout=60,
                                  check=False)
-                (where / fname).write_text(proc.stdout + (proc.stderr or ""))
+                write(where / fname, proc.stdout + (proc.stderr or ""))
                 index.append(f"{node.name}/{fname}: exit {proc.returncode}")
             except HalabError as exc:
                 index.append(f"{node.name}/{fname}: not read ({exc})")
-        (where / "console.log").write_text(_tail(nodes.NodeDir(node).console, 300))
+        write(where / "console.log", _tail(nodes.NodeDir(node).console, 300))
     if crm_report:
         index.append(_crm_report(path, since))
-    (path / "fenced.log").write_text(_tail(fenced.log_path(), 2000))
+    write(path / "fenced.log", _tail(fenced.log_path(), 2000))
     index.append("fenced.log: the fence switch's last 2000 lines")
     for fname, data in (extra or {}).items():
         text = data if isinstance(data, str) else json.dumps(data, indent=1, default=str)
-        (path / fname).write_text(text)
+        write(path / fname, text)
         index.append(f"{fname}: from the caller")
     (path / "INDEX.txt").write_text("\n".join(index) + "\n")
     with (Path(out_dir) / "bundles.txt").open("a") as fh:  # what CI prints last

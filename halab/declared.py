@@ -49,7 +49,46 @@ def vip(inventory: dict[str, dict], name: str) -> str:
                 if v["name"] == name)
 
 
-def secret(inventory: dict[str, dict], name: str) -> str:
+class Secret(str):
+    """A secret's value: usable as the string it is, shown as its name by repr() (what
+    pytest prints for a failing assertion's operands)."""
+
+    name = "secret"
+
+    def __repr__(self) -> str:
+        return f"<secret {self.name}>"
+
+
+def secret(inventory: dict[str, dict], name: str) -> Secret:
     """A generated secret, read from the controller-side secrets directory."""
     directory = Path(next(iter(inventory.values()))["ha_secrets_dir"])
-    return (directory / name).read_text().strip()
+    value = Secret((directory / name).read_text().strip())
+    value.name = name
+    return value
+
+
+MIN_SECRET = 8  # characters: shorter lines of a secrets file are not worth hiding
+
+
+def secret_values(directory: str | Path | None) -> dict[str, str]:
+    """{value: name} of every generated secret under `directory` (each line of each
+    file: keys files hold several), for scrubbing and for the leak test."""
+    found: dict[str, str] = {}
+    root = Path(directory or "/nonexistent")
+    if not root.is_dir():
+        return found
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.suffix in (".yaml", ".yml"):  # clouds.yaml repeats the admin password
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if len(line.strip()) >= MIN_SECRET:
+                found[line.strip()] = str(path.relative_to(root))
+    return found
+
+
+def scrub(text: str, values: dict[str, str]) -> str:
+    """`text` with every secret value replaced by <secret NAME>."""
+    for value in sorted(values, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, f"<secret {values[value]}>")
+    return text

@@ -341,7 +341,8 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
     restore: Callable[[], None] = lambda: None  # noqa: E731
     try:
         with watch:
-            wait(lambda: pr.all_up(), 30, "every service answering before the fault")
+            wait(pr.all_up, 30, lambda: f"every service answering before the fault "
+                 f"(not answering: {', '.join(pr.down())})")
             if lab.peer_vips:  # one power loss must take both kinds of VIP
                 owner = r.result["public_owner_before"]
                 wait(lambda: lab.held_vips(owner, peers=True) == set(lab.peer_vips.values()),
@@ -355,7 +356,8 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
                 restore()
                 r.result["healthy_again_s"] = round(time.time() - t_restore + lab.wait_healthy(
                     spec.timeout, cleaned=r.result["failed_actions"]), 2)
-            wait(lambda: pr.up_for(SETTLE), 120, "every service answering after restore")
+            wait(lambda: pr.up_for(SETTLE), 120, lambda: f"every service answering after "
+                 f"restore (not answering now: {', '.join(pr.down()) or 'none'})")
             r.result["split_brain_vip_s"] = watch.doubled_s()
             r.check(watch.doubled_s() == 0, f"a VIP was up on two nodes for "
                                            f"{watch.doubled_s()}s")
@@ -720,11 +722,13 @@ def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None]
     import json
     from pathlib import Path
 
-    from halab import report
+    from halab import declared, report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = out / f"failover-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    secrets_dir = lab.hv.get("ha_secrets_dir")
+    hidden = declared.secret_values(secrets_dir)
     results: list[dict] = []
     paths: list = []
     try:
@@ -737,7 +741,7 @@ def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None]
                     res.update(totem=label, run=i)
                     results.append(res)
                     with lines.open("a") as fh:
-                        fh.write(json.dumps(res) + "\n")
+                        fh.write(declared.scrub(json.dumps(res), hidden) + "\n")
                     log(f"{label} {name} #{i}: victim {res['victim']}, detected "
                         f"{res.get('detected_s')}s, services back "
                         f"{res.get('services_back_s')}s, violations {len(res['violations'])}")
@@ -746,7 +750,7 @@ def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None]
             set_totem(lab, declared_token(lab))
         finally:
             if results:
-                paths = [lines, *report.write(results, out)]
+                paths = [lines, *report.write(results, out, secrets_dir)]
                 if len(results) < runs * len(scenarios) * len(totems):
                     log(f"campaign ended early: report of {len(results)} runs: "
                         + " ".join(map(str, paths)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.client import HTTPException
 from pathlib import Path
 from urllib import error, request
@@ -22,7 +22,7 @@ TIMEOUT = 5.0
 class Cloud:
     auth_url: str  # ends in /v3
     username: str
-    password: str
+    password: str = field(repr=False)  # a repr in a log or an assertion must not show it
     project: str
     user_domain: str = "Default"
     project_domain: str = "Default"

@@ -239,9 +239,13 @@ class Probe:
         """Samples from `t` on, as JSON lists [[epoch, ok], ...] per check."""
         return {n: [[round(s, 3), ok] for s, ok in self._copy(n) if s >= t] for n in self.names}
 
+    def down(self) -> list[str]:
+        """The checks whose latest sample is bad (or that have none yet)."""
+        return [n for n in self.names if not (s := self._copy(n)) or not s[-1][1]]
+
     def all_up(self) -> bool:
         """Every check's latest sample is good."""
-        return all(s and s[-1][1] for s in map(self._copy, self.names))
+        return not self.down()
 
     def up_for(self, seconds: float) -> bool:
         """Every check good in all its samples of the last `seconds`, with sampling

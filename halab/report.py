@@ -429,9 +429,14 @@ def timeline_png(result: dict, path: str | Path) -> Path:
 # ---------------------------------------------------------------- files
 
 
-def write(results: list[dict], directory: str | Path) -> list[Path]:
+def write(results: list[dict], directory: str | Path,
+          secrets_dir: str | Path | None = None) -> list[Path]:
     """failover-<timestamp>.json (summary and raw results), .md, and a timeline PNG of
-    the first run of each power-loss scenario per totem setting."""
+    the first run of each power-loss scenario per totem setting; the values of the
+    secrets in `secrets_dir` (default: the lab's) are replaced by their names."""
+    from halab import declared, topology
+
+    hidden = declared.secret_values(secrets_dir or topology.state_dir() / "secrets")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -448,9 +453,10 @@ def write(results: list[dict], directory: str | Path) -> list[Path]:
     if pngs:
         md += "\n## Timelines\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in pngs)
     js = directory / f"failover-{stamp}.json"
-    js.write_text(json.dumps({"summary": summary, "results": results}, indent=1))
+    js.write_text(declared.scrub(json.dumps({"summary": summary, "results": results},
+                                            indent=1), hidden))
     mdp = directory / f"failover-{stamp}.md"
-    mdp.write_text(md)
+    mdp.write_text(declared.scrub(md, hidden))
     return [js, mdp, *pngs]
 
 

@@ -144,6 +144,13 @@ def pytest_runtest_makereport(item, call):
     """A failed lab test leaves a bundle of the cluster's records under reports/bundles,
     taken before its fixtures restore anything."""
     report = yield
+    if report.failed:
+        # What pytest prints and writes to reports/verify.xml: no secret's value.
+        from halab import declared, topology
+
+        hidden = declared.secret_values(topology.state_dir() / "secrets")
+        report.longrepr = declared.scrub(report.longreprtext, hidden)
+        report.sections = [(k, declared.scrub(v, hidden)) for k, v in report.sections]
     if report.when == "call" and report.failed:
         from halab import collect
 

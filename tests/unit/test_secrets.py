@@ -1,0 +1,57 @@
+"""Generated secrets stay out of what the tools print and write: repr of a secret and
+of a Keystone cloud, scrubbed reports and bundles."""
+
+from __future__ import annotations
+
+import json
+
+from halab import declared, keystone, report
+
+
+def secrets_dir(tmp_path):
+    d = tmp_path / "secrets"
+    (d / "keys").mkdir(parents=True)
+    (d / "redis_password").write_text("r3dis-pass-0123456789\n")
+    (d / "keys" / "0").write_text("fernet-key-one-AAAA\nfernet-key-two-BBBB\n")
+    (d / "short").write_text("abc\n")  # too short to hide: it would eat ordinary words
+    (d / "clouds.yaml").write_text("password: r3dis-pass-0123456789\n")
+    return d
+
+
+def test_every_line_of_every_secret_file_is_known(tmp_path):
+    values = declared.secret_values(secrets_dir(tmp_path))
+    assert values == {"r3dis-pass-0123456789": "redis_password",
+                      "fernet-key-one-AAAA": "keys/0", "fernet-key-two-BBBB": "keys/0"}
+    assert declared.secret_values(tmp_path / "absent") == {}
+
+
+def test_scrub_replaces_values_by_names(tmp_path):
+    values = declared.secret_values(secrets_dir(tmp_path))
+    text = "auth r3dis-pass-0123456789; keys fernet-key-two-BBBB"
+    assert declared.scrub(text, values) == "auth <secret redis_password>; keys <secret keys/0>"
+
+
+def test_a_secret_shows_its_name_in_repr_and_its_value_in_use(tmp_path):
+    d = secrets_dir(tmp_path)
+    value = declared.secret({"h": {"ha_secrets_dir": str(d)}}, "redis_password")
+    assert value == "r3dis-pass-0123456789"
+    assert f"{value}" == "r3dis-pass-0123456789"
+    assert "r3dis" not in repr(value) and "r3dis" not in repr([value])
+
+
+def test_a_cloud_repr_hides_the_password():
+    cloud = keystone.Cloud("http://x/v3", "admin", "s3cret-s3cret", "admin")
+    assert "s3cret" not in repr(cloud)
+    assert "s3cret" not in repr(cloud.at("http://y"))
+
+
+def test_the_failover_report_is_scrubbed(tmp_path):
+    d = secrets_dir(tmp_path)
+    results = [{"scenario": "kill-haproxy", "totem": "default", "run": 1, "victim": "n",
+                "violations": ["redis AUTH r3dis-pass-0123456789 refused"], "services": {}}]
+    paths = report.write(results, tmp_path / "out", secrets_dir=d)
+    for path in paths:
+        text = path.read_text()
+        assert "r3dis-pass" not in text, path
+    data = json.loads(paths[0].read_text())
+    assert "<secret redis_password>" in json.dumps(data)
