@@ -17,7 +17,7 @@ HOST_PACKAGES := systemd-container mmdebstrap dpkg-dev iproute2 util-linux opens
 
 lab: host-deps ## boot the lab and converge the cluster (first run ~3 min, then ~20 s)
 	halab up
-	ansible-playbook playbooks/site.yml
+	halab argv-watch --out reports/argv-lab.json -- ansible-playbook playbooks/site.yml
 	halab ssh overcloud-controller-0 pcs status
 
 test: host-deps lint unit molecule ## lint, unit tests, then molecule on the real lab
@@ -50,11 +50,16 @@ lint: host-deps
 unit: host-deps
 	pytest tests/unit -q --durations=10
 
-# On failure the failed tests and the bundles of the cluster's records taken for them are
+# argv-watch samples every process's arguments through the run (the lab's tests read
+# its report); the log is kept in reports/ too, where a test looks for secrets. On
+# failure the failed tests and the bundles of the cluster's records taken for them are
 # printed last: molecule's destroy output would bury them.
 molecule: host-deps
 	rm -f reports/verify.xml reports/bundles/bundles.txt
-	molecule test || { [ ! -f reports/verify.xml ] || halab failures reports/verify.xml || true; \
+	mkdir -p reports
+	HALAB_ARGV_REPORT=$(CURDIR)/reports/argv-test.json HALAB_TEST_LOG=$(CURDIR)/reports/molecule.log \
+	  halab argv-watch --out reports/argv-test.json -- molecule test 2>&1 | tee reports/molecule.log \
+	  || { [ ! -f reports/verify.xml ] || halab failures reports/verify.xml || true; \
 	  [ ! -f reports/bundles/bundles.txt ] || { echo "bundles:"; cat reports/bundles/bundles.txt; }; \
 	  exit 1; }
 

@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--minutes", type=float, default=15, help="journals of the last N minutes")
     co.add_argument("--out", default="reports/bundles", help="where bundles go")
     co.add_argument("--crm-report", action="store_true", help="add crm_report's archive")
+    aw = sub.add_parser("argv-watch", help="run a command, report secrets seen in any "
+                        "process's arguments meanwhile")
+    aw.add_argument("--out", required=True, help="JSON report, updated as the run goes")
+    aw.add_argument("command", nargs=argparse.REMAINDER, help="-- command and arguments")
     fl = sub.add_parser("failures", help="the failed tests of a pytest JUnit XML file")
     fl.add_argument("junit_xml")
     daemon = sub.add_parser("fenced")  # the daemon itself, started by `fencing start`
@@ -113,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 sys.stdout.write(text)
             return 0
+        if args.cmd == "argv-watch":
+            from halab import argv
+
+            command = args.command[1:] if args.command[:1] == ["--"] else args.command
+            if not command:
+                raise HalabError("argv-watch needs a command after --")
+            return argv.watch(command, args.out)
         if args.cmd == "failures":
             from halab.report import junit_failures
 

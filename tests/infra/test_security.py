@@ -5,10 +5,17 @@ its network, and on the external network only HAProxy listens, on VIPs."""
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
 import stat
+from pathlib import Path
 
-from halab import topology
+import pytest
+
+from halab import declared, topology
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def listeners(host) -> list[tuple[str, int, str]]:
@@ -53,3 +60,31 @@ def test_the_labs_state_is_root_only():
     readable = {str(p): oct(p.stat().st_mode & 0o777) for p in secrets
                 if p.stat().st_mode & 0o077 or not stat.S_ISREG(p.stat().st_mode)}
     assert not readable, f"secrets readable beyond root: {readable}"
+
+
+def test_no_secret_in_any_process_arguments():
+    """`make test` runs molecule under `halab argv-watch`: every process's arguments on
+    the host (the nodes' included) sampled through create and converge."""
+    path = os.environ.get("HALAB_ARGV_REPORT")
+    if not path:
+        pytest.skip("argv is watched under `make test` (HALAB_ARGV_REPORT)")
+    report = json.loads(Path(path).read_text())
+    assert report["samples"] > 100, f"the watch barely ran: {report['samples']} samples"
+    assert not report["leaks"], f"secrets in process arguments: {report['leaks']}"
+
+
+def test_no_secret_in_reports_or_the_test_log():
+    hidden = declared.secret_values(topology.state_dir() / "secrets")
+    assert hidden
+    files = [p for p in (ROOT / "reports").rglob("*")
+             if p.is_file() and p.suffix != ".png" and p.stat().st_size < 64 << 20]
+    log = os.environ.get("HALAB_TEST_LOG")
+    if log:
+        assert Path(log) in files, "the test log is not in reports/"
+    found = {}
+    for path in files:
+        text = path.read_text(errors="replace")
+        names = sorted({name for value, name in hidden.items() if value in text})
+        if names:
+            found[str(path.relative_to(ROOT))] = names
+    assert not found, f"secret values in {found}"

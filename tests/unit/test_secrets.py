@@ -55,3 +55,33 @@ def test_the_failover_report_is_scrubbed(tmp_path):
         assert "r3dis-pass" not in text, path
     data = json.loads(paths[0].read_text())
     assert "<secret redis_password>" in json.dumps(data)
+
+
+def test_argv_watch_finds_a_secret_in_a_command_line_and_keeps_it_out_of_its_report(
+        tmp_path):
+    import sys
+
+    from halab import argv
+
+    d = secrets_dir(tmp_path)
+    out = tmp_path / "argv.json"
+    rc = argv.watch([sys.executable, "-c", "import time; time.sleep(1)",
+                     "--password", "r3dis-pass-0123456789"], out, secrets_dir=d)
+    assert rc == 0
+    text = out.read_text()
+    assert "r3dis-pass" not in text
+    report = json.loads(text)
+    assert report["finished"] and report["samples"] > 1
+    assert [leak["secret"] for leak in report["leaks"]] == ["redis_password"]
+    assert "--password <secret redis_password>" in report["leaks"][0]["command"]
+
+
+def test_argv_watch_reports_nothing_for_a_clean_run(tmp_path):
+    import sys
+
+    from halab import argv
+
+    out = tmp_path / "argv.json"
+    assert argv.watch([sys.executable, "-c", "import time; time.sleep(0.3)"], out,
+                      secrets_dir=secrets_dir(tmp_path)) == 0
+    assert json.loads(out.read_text())["leaks"] == []
