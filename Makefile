@@ -31,15 +31,23 @@ host-deps: $(VENV)/.installed
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends $$missing >/dev/null; fi
 
-# The virtualenv needs python3-venv on Debian, so apt goes first.
-$(VENV)/.installed: requirements.txt pyproject.toml
+# The virtualenv needs python3-venv on Debian, so apt goes first. ansible-core plus the
+# four collections the roles call (collections/requirements.yml): Galaxy is not
+# reachable here, so they come out of the PyPI `ansible` bundle, which is downloaded
+# (54 MB) but not installed (470 MB, about fifty collections).
+ANSIBLE_BUNDLE := ansible==12.3.0
+$(VENV)/.installed: constraints.txt pyproject.toml collections/requirements.yml
 	@dpkg-query -W -f='$${Status}\n' python3-venv 2>/dev/null | grep -q '^install ok installed' \
 	  || $(PYTHON) -c 'import ensurepip' 2>/dev/null \
 	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	       --no-install-recommends python3-venv >/dev/null; }
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
-	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	$(VENV)/bin/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	rm -rf $(VENV)/bundle
+	$(VENV)/bin/pip download -q --disable-pip-version-check --no-deps -d $(VENV)/bundle \
+	  $(ANSIBLE_BUNDLE)
+	$(VENV)/bin/python collections/install_offline.py $(VENV)/bundle/ansible-*.whl
+	rm -rf $(VENV)/bundle
 	touch $@
 
 lint: host-deps

@@ -106,6 +106,17 @@ def stonith_locations(hosts: list[str], fencing: dict) -> dict[str, list]:
                          for h in hosts]}
 
 
+def duplicates(values: list) -> list:
+    """The values that occur more than once, each once, in first-seen order (for the
+    validation messages: which address or name is declared twice)."""
+    seen, twice = set(), []
+    for v in values:
+        if v in seen and v not in twice:
+            twice.append(v)
+        seen.add(v)
+    return twice
+
+
 def rabbitmq_password_hash(password: str, seed: str = "") -> str:
     """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password)).
     The 4-byte salt derives from `seed` and the password so the hash is stable between
@@ -125,4 +136,5 @@ class FilterModule:
             "rabbitmq_password_hash": rabbitmq_password_hash,
             "ha_stonith_devices": stonith_devices,
             "ha_stonith_locations": stonith_locations,
+            "ha_duplicates": duplicates,
         }

@@ -70,3 +70,9 @@ def test_one_fence_device_per_host_with_host_options_and_never_on_itself():
 def test_no_fencing_declared_means_no_devices():
     assert ha_cluster.stonith_devices(["a"], {}, {}) == []
     assert ha_cluster.stonith_locations(["a"], {}) == {}
+
+
+def test_duplicates_names_each_repeated_value_once():
+    duplicates = ha_cluster.duplicates
+    assert duplicates(["a", "b", "a", "c", "a", "b"]) == ["a", "b"]
+    assert duplicates(["a", "b"]) == []
