@@ -142,7 +142,37 @@ def _endpoints() -> dict | None:
     return {"auth_url": cloud.auth_url, "token_issued": bool(token), "endpoints": rows}
 
 
+# `halab status` exit codes, for scripts.
+HEALTHY, DEGRADED, NO_CLUSTER = 0, 2, 3
+
+
+def problems(rows: list[dict], cluster: dict | None, apis: dict | None) -> list[str]:
+    """What keeps the lab from full health, one line each: a node not running, a
+    member offline or in standby, no quorum, a resource instance stopped or in
+    transition, a failed action, a token not issued or an endpoint not answering."""
+    found = [f"{r['node']} {r['state']}" for r in rows if r["state"] != "running"]
+    if cluster is None:
+        return found + ["no node answers crm_mon"]
+    if not cluster["quorum"]:
+        found.append("no quorum")
+    found += [f"{n} {s}" for n, s in sorted(cluster["nodes"].items()) if s != "online"]
+    for rid, roles in sorted(cluster["resources"].items()):
+        for role, where in sorted(roles.items()):
+            if role == "Stopped":
+                found.append(f"{rid}: {len(where)} instance(s) stopped")
+            elif role not in ("Started", "Promoted", "Unpromoted"):
+                found.append(f"{rid}: {role.lower()} on {', '.join(sorted(where))}")
+    found += [f"failed {f.get('op_key')} on {f.get('node')}" for f in cluster["failures"]]
+    if apis is not None:
+        if not apis["token_issued"]:
+            found.append(f"no token from {apis['auth_url']}")
+        found += [f"{e['service']} {e['interface']} endpoint does not answer"
+                  for e in apis["endpoints"] if not e["status"]]
+    return found
+
+
 def status(as_json: bool = False) -> int:
+    """Print the lab's state; HEALTHY, DEGRADED (see `problems`) or NO_CLUSTER."""
     rows = []
     for node in topology.NODES:
         running = nodes.is_running(node)
@@ -153,16 +183,19 @@ def status(as_json: bool = False) -> int:
                      **{n.name: node.address(n.name) for n in topology.NETWORKS}})
     cluster = _cluster_view() if any(r["state"] == "running" for r in rows) else None
     apis = _endpoints() if cluster is not None else None
+    issues = problems(rows, cluster, apis)
+    code = NO_CLUSTER if cluster is None else DEGRADED if issues else HEALTHY
     if as_json:
-        print(json.dumps({"nodes": rows, "cluster": cluster, "apis": apis}, indent=2))
-        return 0
+        print(json.dumps({"nodes": rows, "cluster": cluster, "apis": apis,
+                          "problems": issues}, indent=2))
+        return code
     names = [n.name for n in topology.NETWORKS]
     print(f"{'NODE':<24} {'STATE':<9} " + " ".join(f"{n.upper():<16}" for n in names))
     for r in rows:
         print(f"{r['node']:<24} {r['state']:<9} " + " ".join(f"{r[n]:<16}" for n in names))
     if cluster is None:
         print("\ncluster: no node answers")
-        return 0
+        return code
     members = ", ".join(f"{n} ({s})" for n, s in sorted(cluster["nodes"].items()))
     print(f"\ncluster: DC {cluster['dc']}, {'quorum' if cluster['quorum'] else 'NO QUORUM'}")
     print(f"members: {members}")
@@ -186,4 +219,5 @@ def status(as_json: bool = False) -> int:
             answer = f"HTTP {e['status']}" if e["status"] else "NO ANSWER"
             print(f"  {e['service']:<10} {e['interface']:<9} {e['url']:<36} "
                   f"{answer} {e['ms']} ms")
-    return 0
+    print("\n" + ("degraded: " + "; ".join(issues) if issues else "healthy"))
+    return code

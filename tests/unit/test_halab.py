@@ -144,6 +144,27 @@ def test_status_view_reads_real_crm_mon_xml(simulated_status):
     assert view["failures"] == []
 
 
+def test_status_problems_are_none_for_a_healthy_view_and_named_otherwise(simulated_status):
+    text, names = simulated_status
+    view = {**lab.parse_crm_mon(text), "quorum": True}  # a simulation elects no DC
+    rows = [{"node": n, "state": "running"} for n in names]
+    apis = {"auth_url": "http://x/v3", "token_issued": True,
+            "endpoints": [{"service": "keystone", "interface": "public", "status": 300}]}
+    assert lab.problems(rows, view, apis) == []
+    rows[1]["state"] = "stopped"
+    view = {**view, "quorum": False, "nodes": {**view["nodes"], names[1]: "offline"},
+            "resources": {**view["resources"], "memcached-clone": {
+                "Started": names[:1], "Stopped": ["-"], "Starting": names[2:]}},
+            "failures": [{"op_key": "memcached_monitor_10000", "node": names[0]}]}
+    apis["endpoints"][0]["status"] = None
+    assert lab.problems(rows, view, apis) == [
+        f"{names[1]} stopped", "no quorum", f"{names[1]} offline",
+        f"memcached-clone: starting on {names[2]}", "memcached-clone: 1 instance(s) stopped",
+        f"failed memcached_monitor_10000 on {names[0]}",
+        "keystone public endpoint does not answer"]
+    assert lab.problems(rows, None, None) == [f"{names[1]} stopped", "no node answers crm_mon"]
+
+
 @pytest.mark.parametrize("line, parsed", [
     ("default via 192.0.2.1 dev eth0 proto dhcp", ("unicast", "default", "eth0")),
     ("198.51.100.0/26 dev hl-int scope link", ("unicast", "198.51.100.0/26", "hl-int")),
