@@ -3,6 +3,7 @@ requests from the lab network, for on/off/status/list of lab nodes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -116,25 +117,32 @@ def test_only_lab_nodes(switch):
         switch.check(body, sig, LAB_PEER)
 
 
-@pytest.fixture
-def daemon(tmp_path):
-    """The real daemon (`halab fenced serve`) on loopback, its clients 127.0.0.0/8."""
+@contextlib.contextmanager
+def serving(state_dir, clients: str):
+    """The real daemon (`halab fenced serve`) on loopback, answering `clients`; its port."""
     import subprocess
     import sys
 
     from daemons import free_port, wait_listening
 
     free = free_port()
-    env = {**os.environ, "HALAB_STATE_DIR": str(tmp_path), "HALAB_FENCED_ADDRESS": "127.0.0.1",
-           "HALAB_FENCED_PORT": str(free), "HALAB_FENCED_CLIENTS": "127.0.0.0/8"}
+    env = {**os.environ, "HALAB_STATE_DIR": str(state_dir), "HALAB_FENCED_ADDRESS": "127.0.0.1",
+           "HALAB_FENCED_PORT": str(free), "HALAB_FENCED_CLIENTS": clients}
     proc = subprocess.Popen([sys.executable, "-m", "halab", "fenced", "serve"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_listening(proc, free, "the switch")
-        yield free, (tmp_path / "secrets" / "fence_halab_key")
+        yield free
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """The switch serving loopback; its port and key file."""
+    with serving(tmp_path, "127.0.0.0/8") as port:
+        yield port, tmp_path / "secrets" / "fence_halab_key"
 
 
 def post(port: int, signing_key: str, nonce: str | None = None):
@@ -218,24 +226,10 @@ def test_connections_beyond_the_limit_are_closed_and_service_resumes(daemon):
 def test_a_peer_outside_the_lab_is_refused_before_its_body_is_read(tmp_path):
     """The switch only serves 198.51.100.0/26 here, so loopback is a stranger: the
     request is refused at once though its promised body never comes."""
-    import subprocess
-    import sys
-
-    from daemons import free_port, wait_listening
-
-    free = free_port()
-    env = {**os.environ, "HALAB_STATE_DIR": str(tmp_path), "HALAB_FENCED_ADDRESS": "127.0.0.1",
-           "HALAB_FENCED_PORT": str(free), "HALAB_FENCED_CLIENTS": "198.51.100.0/26"}
-    proc = subprocess.Popen([sys.executable, "-m", "halab", "fenced", "serve"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_listening(proc, free, "the switch")
-        out, took = raw(free, b"POST /power HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
-        assert out.split()[1] == b"403", out
-        assert took < fenced.SOCKET_TIMEOUT
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with serving(tmp_path, "198.51.100.0/26") as port:
+        out, took = raw(port, b"POST /power HTTP/1.1\r\nContent-Length: 100\r\n\r\n")
+    assert out.split()[1] == b"403", out
+    assert took < fenced.SOCKET_TIMEOUT
 
 
 def test_stop_spares_a_process_that_only_looks_like_the_switch(tmp_path, monkeypatch):
