@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import sys
 import time
 
-from halab import fenced, lab, topology
 from halab.errors import HalabError
-
-
-def _lock():
-    d = topology.private_dir(topology.state_dir())
-    fh = open(d / "lock", "w")  # noqa: SIM115 - held for the life of the command
-    fcntl.flock(fh, fcntl.LOCK_EX)
-    return fh
+from halab.lab import fenced, image, lock, nodes, ops, topology
 
 
 def _lab():
     """The running lab as the failover tools see it (the lab inventory, templated)."""
-    from halab import failover
-    from halab.declared import ROOT, declared
+    from halab.cluster.declared import ROOT, declared
+    from halab.failover import catalogue
 
-    return failover.Lab(declared(ROOT / "inventory" / "lab"))
+    return catalogue.Lab(declared(ROOT / "inventory" / "lab"))
 
 
 def _token(text: str) -> int | None:
@@ -33,21 +25,21 @@ def _token(text: str) -> int | None:
 
 
 def _failover(args) -> int:
-    from halab import failover
+    from halab.failover import catalogue
 
     if args.list:
-        print("\n".join(failover.CATALOGUE))
+        print("\n".join(catalogue.CATALOGUE))
         return 0
-    names = args.scenarios or list(failover.REPORT_SCENARIOS)
-    unknown = sorted(set(names) - set(failover.CATALOGUE))
+    names = args.scenarios or list(catalogue.REPORT_SCENARIOS)
+    unknown = sorted(set(names) - set(catalogue.CATALOGUE))
     if unknown:
         raise HalabError(f"unknown scenario(s): {', '.join(unknown)} (see --list)")
     lab_ = _lab()
     tokens = ([_token(t) for t in args.token] if args.token
-              else [failover.declared_token(lab_)])
+              else [catalogue.declared_token(lab_)])
     if args.peer:
         lab_.with_peer()
-    for path in failover.campaign(lab_, names, args.runs, tokens, args.out):
+    for path in catalogue.campaign(lab_, names, args.runs, tokens, args.out):
         print(path)
     return 0
 
@@ -118,14 +110,14 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.write(text)
             return 0
         if args.cmd == "argv-watch":
-            from halab import argv
+            from halab.cluster import argv
 
             command = args.command[1:] if args.command[:1] == ["--"] else args.command
             if not command:
                 raise HalabError("argv-watch needs a command after --")
             return argv.watch(command, args.out)
         if args.cmd == "failures":
-            from halab.report import junit_failures
+            from halab.failover.report import junit_failures
 
             text = junit_failures(args.junit_xml)
             print(text or "no failed tests")
@@ -134,21 +126,23 @@ def main(argv: list[str] | None = None) -> int:
             raise HalabError("halab needs root (namespaces, mounts and systemd-nspawn)")
         if args.cmd == "ssh":
             node = topology.node(args.node)
-            if not lab.nodes.is_running(node):
+            if not nodes.is_running(node):
                 raise HalabError(f"{node.name} is not running")
-            cmd = lab.nodes.ssh_command(node, tty=not args.command and sys.stdin.isatty())
+            cmd = nodes.ssh_command(node, tty=not args.command and sys.stdin.isatty())
             os.execvp(cmd[0], [*cmd, *args.command])
         if args.cmd == "status":
-            return lab.status(as_json=args.json)
+            from halab.cluster import status
+
+            return status.status(as_json=args.json)
         if args.cmd == "failover":
             return _failover(args)
         if args.cmd == "soak":
-            from halab import soak
+            from halab.failover import soak
 
             print(soak.soak(_lab(), _token(args.token), args.idle, args.busy, args.out))
             return 0
         if args.cmd == "collect":
-            from halab import collect
+            from halab.cluster import collect
 
             print(collect.bundle(args.name, time.time() - 60 * args.minutes, args.out,
                                  crm_report=args.crm_report))
@@ -161,20 +155,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fencing: {'running, pid ' + str(pid) if pid else 'stopped'}"
                   f" ({fenced.bind_address()}:{fenced.port()})")
             return 0 if pid else 3
-        with _lock():
+        with lock.held():
             started = time.monotonic()
             if args.cmd == "up":
-                lab.up()
+                ops.up()
             elif args.cmd == "down":
-                lab.down()
+                ops.down()
             elif args.cmd == "image":
-                print(lab.image.ensure())
+                print(image.ensure())
             elif args.cmd == "fencing":
                 fenced.start() if args.action == "start" else fenced.stop()
             elif args.cmd == "heal":
-                lab.heal(topology.node(args.node) if args.node else None)
+                ops.heal(topology.node(args.node) if args.node else None)
             else:
-                getattr(lab, args.cmd)(topology.node(args.node))
+                getattr(ops, args.cmd)(topology.node(args.node))
             print(f"halab {args.cmd}: done in {time.monotonic() - started:.1f}s")
         return 0
     except HalabError as exc:

@@ -17,8 +17,8 @@ import pytest
 import testinfra
 import yaml
 
-from halab import cluster
-from halab.declared import declared, secret, vip  # noqa: F401 - used by the test modules
+from halab.cluster import crm
+from halab.cluster.declared import declared, secret, vip  # noqa: F401 - used by the test modules
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = os.environ.get("HALAB_INVENTORY", str(ROOT / "inventory" / "lab"))
@@ -77,7 +77,7 @@ def haproxy_servers(inventory, proxy: str) -> dict[str, dict]:
 
 def cluster_state(node) -> dict:
     """crm_mon reduced to what the health gate and the tests look at."""
-    return cluster.state(node.check_output(cluster.CRM_MON))
+    return crm.state(node.check_output(crm.CRM_MON))
 
 
 def healthy(node, inventory, clean: bool = False) -> dict | None:
@@ -90,9 +90,9 @@ def healthy(node, inventory, clean: bool = False) -> dict | None:
     except Exception:  # a node mid-restart answers nothing useful
         return None
     hv, names = next(iter(inventory.values())), set(inventory)
-    if cluster.unhealthy(st, hv, names) is None:
-        return st if cluster.dc_idle(node.run(cluster.DC_STATE).stdout) else None
-    if clean and st["failures"] and cluster.unhealthy({**st, "failures": []}, hv, names) is None:
+    if crm.unhealthy(st, hv, names) is None:
+        return st if crm.dc_idle(node.run(crm.DC_STATE).stdout) else None
+    if clean and st["failures"] and crm.unhealthy({**st, "failures": []}, hv, names) is None:
         node.run("pcs resource cleanup")
     return None
 
@@ -128,8 +128,8 @@ def init_pid(name: str) -> str | None:
 
 def fenced_since(node, target: str, since: float, status: str = "success") -> list[dict]:
     """Fencing actions against `target` with `status`, completed at or after `since`."""
-    out = node.run(cluster.fence_history_command(target))
-    return cluster.fenced_since(out.stdout, since, status) if out.rc == 0 else []
+    out = node.run(crm.fence_history_command(target))
+    return crm.fenced_since(out.stdout, since, status) if out.rc == 0 else []
 
 
 _STARTED = pytest.StashKey[float]()
@@ -146,13 +146,14 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if report.failed:
         # What pytest prints and writes to reports/verify.xml: no secret's value.
-        from halab import declared, topology
+        from halab.cluster import declared
+        from halab.lab import topology
 
         hidden = declared.secret_values(topology.state_dir() / "secrets")
         report.longrepr = declared.scrub(report.longreprtext, hidden)
         report.sections = [(k, declared.scrub(v, hidden)) for k, v in report.sections]
     if report.when == "call" and report.failed:
-        from halab import collect
+        from halab.cluster import collect
 
         since = item.stash.get(_STARTED, time.time() - 600) - 30
         path = collect.bundle(item.name, since, ROOT / "reports" / "bundles",

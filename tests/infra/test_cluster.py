@@ -8,11 +8,11 @@ import xml.etree.ElementTree as ET
 import pytest
 from conftest import setting
 
-from halab import cluster
+from halab.cluster import crm
 
 
 def test_every_node_online_with_quorum(any_node, inventory):
-    mon = ET.fromstring(any_node.check_output(cluster.CRM_MON))
+    mon = ET.fromstring(any_node.check_output(crm.CRM_MON))
     dc = mon.find("summary/current_dc")
     assert dc is not None and dc.get("with_quorum") == "true"
     online = {n.get("name") for n in mon.iter("node") if n.get("online") == "true"}

@@ -1,4 +1,4 @@
-"""The failover catalogue (halab/failover.py) on the lab: each scenario starts from a
+"""The failover catalogue (halab/failover/catalogue.py) on the lab: each scenario starts from a
 healthy cluster, injects one real fault, checks what must hold while it lasts (VIPs
 moved, a Redis master elsewhere, Galera and RabbitMQ going on, no VIP on two nodes,
 clients back through the VIPs), restores, waits for full health, and checks that no
@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT
 from test_stateful import amqp
 
-from halab import failover
+from halab.failover import catalogue
 
 FENCE_BOUND = 5.0  # seconds from the fence request to its confirmation
 RESULTS = Path(os.environ.get("HALAB_RESULTS", ROOT / "reports" / "catalogue.jsonl"))
@@ -25,7 +25,7 @@ RESULTS = Path(os.environ.get("HALAB_RESULTS", ROOT / "reports" / "catalogue.jso
 @pytest.fixture(scope="module")
 def lab(inventory):
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    return failover.Lab(inventory)
+    return catalogue.Lab(inventory)
 
 
 def figures(result: dict) -> str:
@@ -39,10 +39,10 @@ def figures(result: dict) -> str:
     return " ".join(shown) + (f"\n  cluster's records: {phases}" if phases else "")
 
 
-@pytest.mark.parametrize("scenario", list(failover.CATALOGUE))
+@pytest.mark.parametrize("scenario", list(catalogue.CATALOGUE))
 def test_scenario(lab, scenario):
     started = time.monotonic()
-    result = failover.run(lab, scenario)
+    result = catalogue.run(lab, scenario)
     with RESULTS.open("a") as fh:
         fh.write(json.dumps({k: v for k, v in result.items() if k != "samples"}) + "\n")
     print(f"\n{scenario} (victim {result['victim'] or '-'}, "
@@ -50,7 +50,7 @@ def test_scenario(lab, scenario):
     for key, data in result["data"].items():
         print(f"  {key}: {data}")
     assert not result["violations"], result["violations"]
-    kind = failover.CATALOGUE[scenario].kind
+    kind = catalogue.CATALOGUE[scenario].kind
     if kind in ("power", "partition", "maintenance"):
         assert result["detected_s"] is not None and result["vips_moved_s"] is not None
     if kind in ("power", "partition") and lab.fencing:

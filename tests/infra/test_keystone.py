@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import cluster_state, haproxy_servers, setting, vip, wait_for
 
-from halab import keystone
+from halab.cluster import keystone
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from halab import declared, topology
+from halab.cluster import declared
+from halab.lab import topology
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from halab import collect
+from halab.cluster import collect
 
 
 def test_a_bundle_says_what_it_could_not_read_and_keeps_the_callers_data(tmp_path,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from halab import cluster, failover
+from halab.cluster import crm
+from halab.failover import catalogue
 
 NODES = ["n0", "n1", "n2"]
 HOSTVARS = {
@@ -41,11 +42,11 @@ def crm_mon(ip_on=("n0",), haproxy_on=NODES, master="n1", fence_on="n1", online=
 
 
 def verdict(**kw) -> str | None:
-    return cluster.unhealthy(cluster.state(crm_mon(**kw)), HOSTVARS, set(NODES))
+    return crm.unhealthy(crm.state(crm_mon(**kw)), HOSTVARS, set(NODES))
 
 
 def test_state_groups_clone_instances_under_the_clone():
-    st = cluster.state(crm_mon())
+    st = crm.state(crm_mon())
     assert st["dc"] == "n0" and st["quorum"]
     assert sorted(st["started"]["haproxy-clone"]) == NODES
     assert st["roles"]["redis-master"] == {"Promoted": ["n1"], "Unpromoted": ["n0", "n2"]}
@@ -75,18 +76,18 @@ def test_fence_events_carry_epoch_seconds():
            'completed="2026-11-26 12:00:05Z"/>'
            '<fence_event action="reboot" target="n2" status="failed"/>'
            '</fence_history></pacemaker-result>')
-    events = cluster.fence_events(xml)
+    events = crm.fence_events(xml)
     assert events[0]["at"] == 1795694405
     assert "at" not in events[1]
-    assert [e["status"] for e in cluster.fenced_since(xml, 1795694405)] == ["success"]
-    assert cluster.fenced_since(xml, 1795694406) == []
-    assert cluster.fenced_since(xml, 1, status="failed") == []  # no completion time
+    assert [e["status"] for e in crm.fenced_since(xml, 1795694405)] == ["success"]
+    assert crm.fenced_since(xml, 1795694406) == []
+    assert crm.fenced_since(xml, 1, status="failed") == []  # no completion time
 
 
 def test_vip_watch_measures_the_longest_double_holding():
     class FakeLab:
         vips = {"public": "a"}
-    watch = failover.VipWatch(FakeLab(), interval=0.1)
+    watch = catalogue.VipWatch(FakeLab(), interval=0.1)
     watch.samples = [(0.0, {"a": ["n0"]}), (0.1, {"a": ["n0", "n1"]}),
                      (0.2, {"a": ["n0", "n1"]}), (0.3, {"a": ["n1"]}),
                      (0.4, {"a": ["n0", "n1"]}), (0.5, {"a": ["n1"]})]
@@ -98,23 +99,23 @@ def test_vip_watch_measures_the_longest_double_holding():
 
 
 def test_every_catalogue_entry_has_a_fault_and_an_observation():
-    for spec in failover.CATALOGUE.values():
-        assert spec.kind in failover.INJECT and spec.kind in failover.OBSERVE, spec.name
+    for spec in catalogue.CATALOGUE.values():
+        assert spec.kind in catalogue.INJECT and spec.kind in catalogue.OBSERVE, spec.name
         if spec.kind == "kill":
             assert spec.process and spec.primitive, spec.name
-    assert set(failover.REPORT_SCENARIOS) <= set(failover.CATALOGUE)
+    assert set(catalogue.REPORT_SCENARIOS) <= set(catalogue.CATALOGUE)
 
 
 def test_the_gate_waits_for_an_idle_controller():
     # crmadmin's quiet answer for the DC, as the lab's nodes print it
-    assert cluster.dc_idle("S_IDLE\n")
-    assert not cluster.dc_idle("S_TRANSITION_ENGINE\n")
-    assert not cluster.dc_idle("error: Could not connect to controller: Connection refused")
-    assert not cluster.dc_idle("")
+    assert crm.dc_idle("S_IDLE\n")
+    assert not crm.dc_idle("S_TRANSITION_ENGINE\n")
+    assert not crm.dc_idle("error: Could not connect to controller: Connection refused")
+    assert not crm.dc_idle("")
 
 
 def _probe(windows: dict[str, list[tuple[float, float]]], t0: float):
-    from halab import probe
+    from halab.failover import probe
 
     pr = probe.Probe(dict.fromkeys(windows, lambda: True))  # never started: samples below
     for name, downs in windows.items():
@@ -127,13 +128,13 @@ def test_the_peer_ratio_takes_each_vips_first_answer_after_the_fault():
     t0 = 1_700_000_000.0
     # keepalived's VIP back after 3.8 s, then moved once more to follow the public VIP
     pr = _probe({"public": [(0.1, 5.0)], "keepalived:peer": [(0.1, 3.8), (6.0, 6.5)]}, t0)
-    r = failover.Run(failover.CATALOGUE["power-loss-public-vip-owner"], lab=None,
+    r = catalogue.Run(catalogue.CATALOGUE["power-loss-public-vip-owner"], lab=None,
                      victim="n0", t0=t0)
     r.result = {"public_owner_before": "n0", "services": {
-        s: failover._service(pr, s, t0, t0 + 15) for s in pr.names}}
+        s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names}}
     assert r.result["services"]["keepalived:peer"]["first_back_s"] == 3.8
     assert r.result["services"]["keepalived:peer"]["recovered_s"] == 6.5
-    failover._peer(r)
+    catalogue._peer(r)
     assert r.result["peer"] == {"peer": {"pacemaker_vip_back_s": 5.0,
                                          "keepalived_vip_back_s": 3.8, "ratio": 1.32}}
 
@@ -141,10 +142,10 @@ def test_the_peer_ratio_takes_each_vips_first_answer_after_the_fault():
 def test_no_peer_figure_when_the_fault_spared_the_vips_owner():
     t0 = 1_700_000_000.0
     pr = _probe({"public": [], "keepalived:peer": []}, t0)
-    r = failover.Run(failover.CATALOGUE["power-loss-redis-master"], lab=None,
+    r = catalogue.Run(catalogue.CATALOGUE["power-loss-redis-master"], lab=None,
                      victim="n1", t0=t0)
     r.result = {"public_owner_before": "n0", "services": {
-        s: failover._service(pr, s, t0, t0 + 15) for s in pr.names}}
+        s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names}}
     assert r.result["services"]["public"]["first_back_s"] == 0.0
-    failover._peer(r)
+    catalogue._peer(r)
     assert "peer" not in r.result

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from halab import fenced
+from halab.lab import fenced
 
 KEY = "k" * 64
 LAB_PEER = "198.51.100.10"  # overcloud-controller-0's internal address
@@ -242,7 +242,7 @@ def test_stop_spares_a_process_that_only_looks_like_the_switch(tmp_path, monkeyp
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
                               "halab", "fenced", "serve"])
     try:
-        from halab import nodes
+        from halab.lab import nodes
 
         for record in (f"{other.pid}\n", f"{other.pid} {nodes._starttime(other.pid)}\n",
                        f"{other.pid} 1\n"):
@@ -261,7 +261,7 @@ def node_in_a_pid_namespace(tmp_path, monkeypatch):
     of its own) into a new PID namespace, recorded as halab records a booted node."""
     import subprocess
 
-    from halab import nodes, topology
+    from halab.lab import nodes, topology
 
     monkeypatch.setenv("HALAB_STATE_DIR", str(tmp_path))
     monkeypatch.setattr(nodes.net, "link_exists", lambda *a, **kw: False)  # no lab links
@@ -284,7 +284,7 @@ def node_in_a_pid_namespace(tmp_path, monkeypatch):
 
 def test_a_node_whose_init_outlived_its_nspawn_is_on_until_fenced(switch,
                                                                    node_in_a_pid_namespace):
-    from halab import nodes
+    from halab.lab import nodes
 
     node, outer, init = node_in_a_pid_namespace
     assert len(nodes.node_processes(node)) == 2  # the init and its child

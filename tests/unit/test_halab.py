@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from halab import image, lab, topology
+from halab.cluster import status
 from halab.errors import HalabError
+from halab.lab import image, topology
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_RANGES = [ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("203.0.113.0/24")]
@@ -136,7 +137,7 @@ def simulated_status(tmp_path_factory):
 
 def test_status_view_reads_real_crm_mon_xml(simulated_status):
     text, names = simulated_status
-    view = lab.parse_crm_mon(text)
+    view = status.parse_crm_mon(text)
     assert set(view["nodes"]) == set(names)
     assert all(state == "online" for state in view["nodes"].values())
     assert sorted(view["resources"]["memcached-clone"]["Started"]) == sorted(names)
@@ -146,23 +147,23 @@ def test_status_view_reads_real_crm_mon_xml(simulated_status):
 
 def test_status_problems_are_none_for_a_healthy_view_and_named_otherwise(simulated_status):
     text, names = simulated_status
-    view = {**lab.parse_crm_mon(text), "quorum": True}  # a simulation elects no DC
+    view = {**status.parse_crm_mon(text), "quorum": True}  # a simulation elects no DC
     rows = [{"node": n, "state": "running"} for n in names]
     apis = {"auth_url": "http://x/v3", "token_issued": True,
             "endpoints": [{"service": "keystone", "interface": "public", "status": 300}]}
-    assert lab.problems(rows, view, apis) == []
+    assert status.problems(rows, view, apis) == []
     rows[1]["state"] = "stopped"
     view = {**view, "quorum": False, "nodes": {**view["nodes"], names[1]: "offline"},
             "resources": {**view["resources"], "memcached-clone": {
                 "Started": names[:1], "Stopped": ["-"], "Starting": names[2:]}},
             "failures": [{"op_key": "memcached_monitor_10000", "node": names[0]}]}
     apis["endpoints"][0]["status"] = None
-    assert lab.problems(rows, view, apis) == [
+    assert status.problems(rows, view, apis) == [
         f"{names[1]} stopped", "no quorum", f"{names[1]} offline",
         f"memcached-clone: starting on {names[2]}", "memcached-clone: 1 instance(s) stopped",
         f"failed memcached_monitor_10000 on {names[0]}",
         "keystone public endpoint does not answer"]
-    assert lab.problems(rows, None, None) == [f"{names[1]} stopped", "no node answers crm_mon"]
+    assert status.problems(rows, None, None) == [f"{names[1]} stopped", "no node answers crm_mon"]
 
 
 @pytest.mark.parametrize("line, parsed", [
@@ -172,6 +173,6 @@ def test_status_problems_are_none_for_a_healthy_view_and_named_otherwise(simulat
     ("unreachable 198.51.100.64/26", ("unreachable", "198.51.100.64/26", "")),
 ])
 def test_route_lines_of_every_type_are_parsed(line, parsed):
-    from halab import net
+    from halab.lab import net
 
     assert net.parse_route(line) == parsed

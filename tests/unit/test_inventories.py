@@ -184,7 +184,7 @@ def test_an_unknown_fence_agent_is_rejected_by_the_argument_spec(tmp_path):
 def test_ipmi_fencing_for_real_machines_builds_the_right_cib(tmp_path):
     import xml.etree.ElementTree as ET
 
-    from halab.declared import declared
+    from halab.cluster.declared import declared
     from halab.modules import pcs_cib
 
     inv = fenced_example(tmp_path, "fence_ipmilan",

@@ -3,8 +3,8 @@ bookkeeping: which outcomes are failures (figures) and which are violations."""
 
 from __future__ import annotations
 
-from halab import keystone
-from halab.workloads import Tokens
+from halab.cluster import keystone
+from halab.failover.workloads import Tokens
 
 CLOUD = keystone.Cloud("http://198.51.100.100:5000/v3", "admin", "pw", "admin")
 

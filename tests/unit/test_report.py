@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from halab import report
+from halab.failover import report
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from halab import cluster
-from halab.declared import declared
+from halab.cluster import crm
+from halab.cluster.declared import declared
 from halab.modules import pcs_cib
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +73,7 @@ def simulate(cib: Path, out: Path, *args: str) -> dict[str, list[str]]:
     mon = subprocess.run(["crm_mon", "--one-shot", "--output-as=xml"], check=True,
                          capture_output=True, text=True, timeout=60,
                          env={**os.environ, "CIB_file": str(out)}).stdout
-    placed = defaultdict(list, cluster.state(mon)["started"])
+    placed = defaultdict(list, crm.state(mon)["started"])
     placed["transition"] = proc.stdout
     return placed
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from halab import declared, keystone, report
+from halab.cluster import declared, keystone
+from halab.failover import report
 
 
 def secrets_dir(tmp_path):
@@ -61,7 +62,7 @@ def test_argv_watch_finds_a_secret_in_a_command_line_and_keeps_it_out_of_its_rep
         tmp_path):
     import sys
 
-    from halab import argv
+    from halab.cluster import argv
 
     d = secrets_dir(tmp_path)
     out = tmp_path / "argv.json"
@@ -79,7 +80,7 @@ def test_argv_watch_finds_a_secret_in_a_command_line_and_keeps_it_out_of_its_rep
 def test_argv_watch_reports_nothing_for_a_clean_run(tmp_path):
     import sys
 
-    from halab import argv
+    from halab.cluster import argv
 
     out = tmp_path / "argv.json"
     assert argv.watch([sys.executable, "-c", "import time; time.sleep(0.3)"], out,

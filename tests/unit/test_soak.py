@@ -2,7 +2,7 @@
 
 import time
 
-from halab import soak
+from halab.failover import soak
 
 
 def test_the_hog_keeps_cpus_busy_and_ends_by_itself():
@@ -15,7 +15,7 @@ def test_the_hog_keeps_cpus_busy_and_ends_by_itself():
 
 
 def test_the_soak_counts_corosync_losses_and_near_misses():
-    from halab import timeline
+    from halab.failover import timeline
 
     lines = [
         "A processor failed, forming new configuration: token timed out (1000ms)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from halab import timeline
+from halab.failover import timeline
 
 T0 = 1_796_034_118.0  # the fault
 VICTIM = "overcloud-controller-2"

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from halab import probe, workloads
-from halab.workloads import Bank, RabbitConfirms, RedisWait, write_gaps
+from halab.failover import probe, workloads
+from halab.failover.workloads import Bank, RabbitConfirms, RedisWait, write_gaps
 
 # ---------------------------------------------------------------- write gaps
 

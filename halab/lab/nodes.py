@@ -13,9 +13,9 @@ import time
 import uuid
 from pathlib import Path
 
-from halab import image, net, topology
 from halab.errors import HalabError
-from halab.run import run
+from halab.lab import image, net, topology
+from halab.lab.run import run
 
 BOOT_TIMEOUT = 90
 STOP_TIMEOUT = 90

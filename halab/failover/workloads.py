@@ -24,8 +24,8 @@ import pika.exceptions
 import pymysql
 import redis
 
-from halab import keystone
-from halab.declared import secret, vip
+from halab.cluster import keystone
+from halab.cluster.declared import secret, vip
 
 MAX_DURATION = 900.0  # a workload nobody stopped ends by itself after this long
 GAP = 1.0  # write gaps longer than this are listed

@@ -13,7 +13,7 @@ from urllib import error, request
 
 import yaml
 
-from halab import topology
+from halab.lab import topology
 
 TIMEOUT = 5.0
 

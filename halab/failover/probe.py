@@ -18,8 +18,8 @@ from urllib import error, request
 import pymysql
 import redis
 
-from halab import keystone
-from halab.declared import secret, vip
+from halab.cluster import keystone
+from halab.cluster.declared import secret, vip
 
 Check = Callable[[], bool]
 Sample = tuple[float, bool]

@@ -13,14 +13,14 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no global backend or state
 
-from halab import timeline
+from halab.failover import timeline
 
 TIMINGS = ("detected_s", "fenced_s", "redis_promoted_s", "galera_write_gap_s",
            "keystone_gap_s", "healthy_again_s")
 # Figures of a whole run, derived from its services (see `derived`).
 DERIVED = ("worst_service_s", "beyond_detection_s", "worst_return_outage_s")
 # The keepalived peer's VIP against Pacemaker's public VIP in the same run (see
-# failover._peer): first answer again after the fault, and Pacemaker/keepalived.
+# catalogue._peer): first answer again after the fault, and Pacemaker/keepalived.
 PEER = ("pacemaker_vip_back_s", "keepalived_vip_back_s", "peer_ratio")
 # Data-safety counts summed over runs, per workload (halab.workloads verify() keys).
 SAFETY = {
@@ -434,7 +434,8 @@ def write(results: list[dict], directory: str | Path,
     """failover-<timestamp>.json (summary and raw results), .md, and a timeline PNG of
     the first run of each power-loss scenario per totem setting; the values of the
     secrets in `secrets_dir` (default: the lab's) are replaced by their names."""
-    from halab import declared, topology
+    from halab.cluster import declared
+    from halab.lab import topology
 
     hidden = declared.secret_values(secrets_dir or topology.state_dir() / "secrets")
     directory = Path(directory)

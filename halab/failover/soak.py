@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from halab import timeline
+from halab.failover import timeline
 
 # A busy loop that ends by itself, so a crashed harness leaves nothing spinning.
 _HOG = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end:\n    pass\n"
@@ -55,7 +55,7 @@ def window(lab, label: str, seconds: float, busy: bool, log=print) -> dict:
 def soak(lab, token: int | None, idle_s: float, busy_s: float, out_dir,
          log=print) -> Path:
     """Both windows under `token` (None: corosync's default); the JSON's path."""
-    from halab.failover import declared_token, set_totem
+    from halab.failover.catalogue import declared_token, set_totem
 
     label = "default" if token is None else f"token-{token}"
     set_totem(lab, token)

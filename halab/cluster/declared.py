@@ -13,8 +13,8 @@ from pathlib import Path
 
 from halab.errors import HalabError
 
-ROOT = Path(__file__).resolve().parents[1]
-PLAYBOOK = Path(__file__).resolve().parent / "playbooks" / "declared.yml"
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = ROOT / "halab" / "playbooks" / "declared.yml"
 NAMES = (
     "ha_networks", "ha_addresses", "ha_vips", "ha_peer_vips", "ha_node_roles", "ha_secrets_dir",
     "pacemaker_cluster_name", "pacemaker_totem", "pacemaker_properties",

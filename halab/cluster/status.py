@@ -1,94 +1,13 @@
-"""The lab as a whole: up, down, power and network faults, status."""
+"""`halab status`: the lab's nodes, the cluster as crm_mon shows it, the catalog's
+endpoints, and what keeps it all from full health."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import xml.etree.ElementTree as ET
-from concurrent.futures import ThreadPoolExecutor
 
-from halab import cluster, fenced, image, net, nodes, topology
-from halab.errors import HalabError
-from halab.run import run
-
-__all__ = ["fenced", "image", "nodes", "up", "down", "kill", "stop", "start", "isolate", "heal",
-           "status"]
-
-
-def _require_tools() -> None:
-    missing = [t for t in ("systemd-nspawn", "nsenter", "ip", "ssh", "ssh-keygen")
-               if shutil.which(t) is None]
-    if missing:
-        raise HalabError(f"missing host tools: {', '.join(missing)} (run `make host-deps`)")
-
-
-def _ensure_key() -> None:
-    key = topology.ssh_key()
-    if not key.exists():
-        topology.private_dir(key.parent)
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "halab", "-f", str(key)])
-
-
-def up() -> None:
-    _require_tools()
-    rootfs = image.ensure()
-    _ensure_key()
-    net.ensure()
-    booting = []
-    for node in topology.NODES:
-        if nodes.is_running(node):
-            net.attach(node)
-        else:
-            print(f"up: booting {node.name}", flush=True)
-            nodes.start(node, rootfs, wait=False)
-            booting.append(node)
-    with ThreadPoolExecutor(max_workers=len(topology.NODES)) as pool:
-        for fut in [pool.submit(nodes.wait_ssh, n) for n in booting]:
-            fut.result()
-    fenced.start()
-    for node in topology.NODES:
-        print(f"up: {node.name} running, ssh root@{node.ssh_address}", flush=True)
-    print(f"up: fencing switch on {fenced.bind_address()}:{fenced.port()}", flush=True)
-
-
-def down() -> None:
-    fenced.stop()
-    for node in topology.NODES:
-        nodes.destroy(node)
-    net.teardown()
-    state = topology.state_dir()
-    for entry in state.iterdir() if state.exists() else ():
-        if entry.name != "lock":
-            run(["rm", "-rf", "--one-file-system", str(entry)])
-
-
-def kill(node: topology.Node) -> None:
-    nodes.kill(node)
-
-
-def stop(node: topology.Node) -> None:
-    nodes.stop(node)
-
-
-def start(node: topology.Node) -> None:
-    if not net.netns_alive():
-        raise HalabError("the lab is not up: run `halab up`")
-    nodes.start(node)
-
-
-def isolate(node: topology.Node) -> None:
-    if not nodes.is_running(node):
-        raise HalabError(f"{node.name} is not running")
-    net.set_links(node, up=False)
-
-
-def heal(node: topology.Node | None) -> None:
-    """Reconnect; a node that is down (fenced, booting) comes back connected."""
-    for n in [node] if node else topology.NODES:
-        if nodes.is_running(n):
-            net.set_links(n, up=True)
-        else:
-            net.isolation_flag(n).unlink(missing_ok=True)
+from halab.cluster import crm, keystone
+from halab.lab import net, nodes, topology
 
 
 def _cluster_view() -> dict | None:
@@ -118,7 +37,7 @@ def parse_crm_mon(text: str) -> dict:
         "failures": [f.attrib for f in root.iter("failure")],
     }
     for res in root.iter("resource"):
-        parent = cluster.owner(root, res)
+        parent = crm.owner(root, res)
         where = [n.get("name") for n in res.findall("node")]
         entry = view["resources"].setdefault(parent, {})
         role = res.get("role", "Stopped")
@@ -130,8 +49,6 @@ def parse_crm_mon(text: str) -> dict:
 def _endpoints() -> dict | None:
     """The catalog of a token issued through the public VIP, each endpoint asked once;
     None before the playbook wrote clouds.yaml."""
-    from halab import keystone
-
     if not keystone.clouds_yaml().exists():
         return None
     cloud = keystone.load()

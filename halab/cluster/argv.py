@@ -15,7 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from halab import declared, topology
+from halab.cluster import declared
+from halab.lab import topology
 
 INTERVAL = 0.1  # seconds between samples
 WRITE_EVERY = 5.0  # seconds between report updates: tests read it while the run goes on

@@ -9,9 +9,9 @@ import re
 import socket
 from pathlib import Path
 
-from halab import topology
 from halab.errors import HalabError
-from halab.run import run
+from halab.lab import topology
+from halab.lab.run import run
 
 NETNS_PATH = Path("/run/netns") / topology.NETNS
 

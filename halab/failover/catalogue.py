@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from halab import cluster, net, nodes, topology
+from halab.cluster import crm
 from halab.errors import HalabError
+from halab.lab import lock, net, nodes, ops, topology
 
 SETTLE = 2.0  # a service counts as back once it has answered continuously this long
 
@@ -99,10 +100,10 @@ class Lab:
         for name in order:
             if name in avoid or not self.reachable(name):
                 continue
-            proc = self.sh(name, cluster.CRM_MON, timeout=15, check=False)
+            proc = self.sh(name, crm.CRM_MON, timeout=15, check=False)
             if proc.returncode == 0:
                 with contextlib.suppress(Exception):
-                    return cluster.state(proc.stdout)
+                    return crm.state(proc.stdout)
         return None
 
     def unhealthy(self, cleaned: list | None = None) -> str | None:
@@ -115,14 +116,14 @@ class Lab:
             return str(exc)
         if st is None:
             return "no node answers crm_mon"
-        reason = cluster.unhealthy(st, self.hv, set(self.names))
+        reason = crm.unhealthy(st, self.hv, set(self.names))
         if reason is None:
             via = next(n for n in self.names if self.reachable(n))
-            dc = self.sh(via, cluster.DC_STATE, timeout=15, check=False).stdout
-            if not cluster.dc_idle(dc):
+            dc = self.sh(via, crm.DC_STATE, timeout=15, check=False).stdout
+            if not crm.dc_idle(dc):
                 return f"a transition is in progress (DC: {dc.strip()[-80:]})"
         if (reason and st["failures"] and cleaned is not None
-                and cluster.unhealthy({**st, "failures": []}, self.hv, set(self.names)) is None):
+                and crm.unhealthy({**st, "failures": []}, self.hv, set(self.names)) is None):
             cleaned.extend(st["failures"])
             self.sh(next(n for n in self.names if self.reachable(n)), "pcs resource cleanup")
         return reason
@@ -168,15 +169,18 @@ class Lab:
         for name in self.names:
             if name == target or not self.reachable(name):
                 continue
-            proc = self.sh(name, cluster.fence_history_command(target), check=False)
+            proc = self.sh(name, crm.fence_history_command(target), check=False)
             if proc.returncode == 0:
-                return cluster.fenced_since(proc.stdout, since, status)
+                return crm.fenced_since(proc.stdout, since, status)
         return []
 
-    def halab(self, *args: str) -> None:
-        from halab import cli
-        if cli.main(list(args)) != 0:
-            raise FailoverError(f"halab {' '.join(args)} failed")
+    def power(self, action: str, name: str) -> None:
+        """kill, start, isolate or heal a lab node, holding the lab's lock as the CLI does."""
+        try:
+            with lock.held():
+                getattr(ops, action)(topology.node(name))
+        except HalabError as exc:
+            raise FailoverError(f"{action} {name}: {exc}") from exc
 
 
 class VipWatch:
@@ -308,7 +312,7 @@ def pick(lab: Lab, target: str, st: dict) -> str:
 
 
 def _clients(lab: Lab, with_workloads: bool) -> tuple[object, dict]:
-    from halab import probe, workloads
+    from halab.failover import probe, workloads
     checks = probe.from_inventory(lab.inventory)
     checks.update({f"{PEER}{n}": probe.healthz(lab.inventory, a)
                    for n, a in lab.peer_vips.items()})
@@ -400,7 +404,7 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
 
 
 def _bundle(r: Run, pr) -> None:
-    from halab import collect
+    from halab.cluster import collect
 
     try:
         r.result["bundle"] = str(collect.bundle(
@@ -449,7 +453,8 @@ def _peer(r: Run) -> None:
 def _timeline(r: Run) -> None:
     """The run's phases from the cluster's own records (journals, the fence switch's
     log), seconds from the fault; a record that cannot be read is a gap, not an error."""
-    from halab import fenced, timeline
+    from halab.failover import timeline
+    from halab.lab import fenced
 
     try:
         switch_log = fenced.log_path().read_text(errors="replace")
@@ -486,7 +491,7 @@ def _inject_kill(r: Run, st: dict):
 
 
 def _inject_power(r: Run, st: dict):
-    r.lab.halab("kill", r.victim)
+    r.lab.power("kill", r.victim)
     return lambda: _power_back(r, [r.victim])
 
 
@@ -500,7 +505,7 @@ def _power_back(r: Run, victims: list[str]) -> None:
                 wait(lambda n=name: nodes.is_running(r.lab.node(n)), 60,
                      f"fencing to power {name} back on", interval=1)
         if not nodes.is_running(r.lab.node(name)):
-            r.lab.halab("start", name)
+            r.lab.power("start", name)
 
 
 def _inject_maintenance(r: Run, st: dict):
@@ -509,16 +514,16 @@ def _inject_maintenance(r: Run, st: dict):
 
 
 def _inject_partition(r: Run, st: dict):
-    r.lab.halab("isolate", r.victim)
+    r.lab.power("isolate", r.victim)
 
     def restore() -> None:
         if r.lab.fencing:  # the node must have been fenced (and booted) before it heals
             with contextlib.suppress(FailoverError):
                 wait(lambda: nodes.is_running(r.lab.node(r.victim)), 60,
                      f"{r.victim} powered back on", interval=1)
-        r.lab.halab("heal", r.victim)
+        r.lab.power("heal", r.victim)
         if not nodes.is_running(r.lab.node(r.victim)):
-            r.lab.halab("start", r.victim)
+            r.lab.power("start", r.victim)
     return restore
 
 
@@ -526,7 +531,7 @@ def _inject_quorum(r: Run, st: dict):
     lost = [n for n in r.lab.names if n != r.victim]
     r.result["lost"] = lost
     for name in lost:
-        r.lab.halab("kill", name)
+        r.lab.power("kill", name)
     return lambda: _power_back(r, lost)
 
 
@@ -722,7 +727,8 @@ def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None]
     import json
     from pathlib import Path
 
-    from halab import declared, report
+    from halab.cluster import declared
+    from halab.failover import report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ refused by address before anything is read."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import ipaddress
@@ -27,8 +26,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from halab import net, nodes, topology
 from halab.errors import HalabError
+from halab.lab import lock, net, nodes, topology
 
 PORT = 1229  # fence_xvm's port
 MAX_SKEW = 30  # seconds a signed request stays valid
@@ -36,6 +35,9 @@ MIN_KEY = 32  # characters
 MAX_BODY = 4096  # bytes; a request is a few dozen
 SOCKET_TIMEOUT = 5.0  # seconds a client may take to send its request
 MAX_CONNECTIONS = 16  # at once; more are closed unanswered
+# Seconds a power action waits for the CLI's lock, then acts anyway: a fence request
+# must not hang behind `halab start`.
+LOCK_WAIT = 20.0
 # Power on, then the machine boots this much later, as a real one spends a minute or
 # more in POST. Without it a node fenced by reboot rejoined before the cluster had
 # recorded its fencing and stopped itself (fence-reaction=stop), or came back in the
@@ -180,7 +182,7 @@ class Switch:
     def _teardown(self, node: topology.Node) -> None:
         t = time.monotonic()
         try:
-            with _lab_lock():
+            with lock.held(timeout=LOCK_WAIT):
                 nodes.teardown(node)
             log(f"teardown of {node.name} done after {time.monotonic() - t:.1f}s")
         except HalabError as exc:
@@ -188,7 +190,7 @@ class Switch:
 
     def _boot(self, node: topology.Node) -> None:
         try:
-            with self.lock, _lab_lock():
+            with self.lock, lock.held(timeout=LOCK_WAIT):
                 if self.booting.get(node.name) is threading.current_thread() \
                         and not nodes.is_running(node):
                     nodes.start(node, wait=False)  # waits for a teardown in flight
@@ -209,26 +211,6 @@ def log(message: str) -> None:
     now = time.time()
     print(f"{time.strftime('%F %T', time.gmtime(now))}.{int(now % 1 * 1000):03d} {message}",
           flush=True)
-
-
-class _lab_lock:  # noqa: N801 - used as a context manager
-    """The CLI's lock, with a bounded wait: fencing must not hang behind `halab start`."""
-
-    def __enter__(self):
-        self.fh = open(topology.state_dir() / "lock", "w")  # noqa: SIM115
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-        return self  # act anyway: a fence request beats a slow CLI command
-
-    def __exit__(self, *exc):
-        self.fh.close()
 
 
 class _Server(ThreadingHTTPServer):

@@ -14,8 +14,9 @@ import re
 import time
 from pathlib import Path
 
-from halab import declared, fenced, nodes, topology
+from halab.cluster import declared
 from halab.errors import HalabError
+from halab.lab import fenced, nodes, topology
 
 JOURNAL_LINES = 20000
 # (file, command) per node; {since} is epoch seconds.

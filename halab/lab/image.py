@@ -12,9 +12,9 @@ import shutil
 import time
 from pathlib import Path
 
-from halab import topology
 from halab.errors import HalabError
-from halab.run import run
+from halab.lab import topology
+from halab.lab.run import run
 
 SUITE = "bookworm"
 MIRRORS = (
