@@ -36,14 +36,21 @@ def state(xml_text: str) -> dict:
                    if n.get("online") == "true" and n.get("standby") != "true"},
         "standby": {n.get("name") for n in root.iter("node") if n.get("standby") == "true"},
         "failures": [f.attrib for f in root.iter("failure")],
+        # member name -> "online"/"offline", " standby" appended: what a person scans
+        "members": {n.get("name"): ("online" if n.get("online") == "true" else "offline")
+                    + (" standby" if n.get("standby") == "true" else "")
+                    for n in root.iter("node") if n.get("type") == "member"},
         "started": {},  # resource or clone id -> nodes (one entry per active instance)
-        "roles": {},  # resource or clone id -> role -> nodes
+        "roles": {},  # resource or clone id -> role -> nodes (active instances)
+        "instances": {},  # the same for every instance, "Stopped" on "-" included
     }
     for res in root.iter("resource"):
-        if res.get("active") != "true" or res.get("failed") == "true":
-            continue
         rid = owner(root, res)
         where = [n.get("name") for n in res.iter("node")]
+        every = st["instances"].setdefault(rid, {}).setdefault(res.get("role", "Stopped"), [])
+        every.extend(where or ["-"])
+        if res.get("active") != "true" or res.get("failed") == "true":
+            continue
         st["started"].setdefault(rid, []).extend(where)
         st["roles"].setdefault(rid, {}).setdefault(res.get("role"), []).extend(where)
     return st

@@ -4,7 +4,6 @@ endpoints, and what keeps it all from full health."""
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 
 from halab.cluster import crm, keystone
 from halab.lab import net, nodes, topology
@@ -24,26 +23,10 @@ def _cluster_view() -> dict | None:
 
 
 def parse_crm_mon(text: str) -> dict:
-    root = ET.fromstring(text)
-    summary = root.find("summary")
-    dc = summary.find("current_dc") if summary is not None else None
-    view = {
-        "dc": dc.get("name") if dc is not None else None,
-        "quorum": dc is not None and dc.get("with_quorum") == "true",
-        "nodes": {n.get("name"): ("online" if n.get("online") == "true" else "offline")
-                  + (" standby" if n.get("standby") == "true" else "")
-                  for n in root.iter("node") if n.get("type") == "member"},
-        "resources": {},
-        "failures": [f.attrib for f in root.iter("failure")],
-    }
-    for res in root.iter("resource"):
-        parent = crm.owner(root, res)
-        where = [n.get("name") for n in res.findall("node")]
-        entry = view["resources"].setdefault(parent, {})
-        role = res.get("role", "Stopped")
-        for name in where or ["-"]:
-            entry.setdefault(role, []).append(name)
-    return view
+    """What `halab status` shows of crm_mon's XML (crm.state's reading of it)."""
+    st = crm.state(text)
+    return {"dc": st["dc"], "quorum": st["quorum"], "nodes": st["members"],
+            "resources": st["instances"], "failures": st["failures"]}
 
 
 def _endpoints() -> dict | None:
