@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from halab.cluster import crm
 from halab.errors import HalabError
-from halab.lab import lock, net, nodes, ops, topology
+from halab.lab import lock, net, nodes, ops, poll, topology
 
 SETTLE = 2.0  # a service counts as back once it has answered continuously this long
 
@@ -27,32 +27,10 @@ class FailoverError(HalabError):
     pass
 
 
-PROGRESS_EVERY = 15.0  # seconds between "still waiting" lines
-
-
 def wait(condition: Callable, timeout: float, what: str | Callable[[], str],
          interval: float = 0.3):
-    """Poll until `condition()` is truthy; FailoverError naming `what` (a text, or a
-    callable giving one) at the deadline. A long wait says what it waits for every
-    PROGRESS_EVERY seconds."""
-    def describe() -> str:  # evaluated only when a line is written
-        return what() if callable(what) else what
-
-    start = time.monotonic()
-    deadline, say = start + timeout, start + PROGRESS_EVERY
-    last = None
-    while True:
-        last = condition()
-        if last:
-            return last
-        now = time.monotonic()
-        if now >= deadline:
-            raise FailoverError(f"timed out after {timeout:.0f}s waiting for {describe()} "
-                                f"(last: {last!r})")
-        if now >= say:
-            print(f"  ... {now - start:.0f}s waiting for {describe()}", flush=True)
-            say = now + PROGRESS_EVERY
-        time.sleep(interval)
+    """poll.until for the scenarios: FailoverError at the deadline, progress lines."""
+    return poll.until(condition, timeout, what, interval, error=FailoverError, progress=True)
 
 
 class Lab:

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from halab.errors import HalabError
-from halab.lab import image, net, topology
+from halab.lab import image, net, poll, topology
 from halab.lab.run import run
 
 BOOT_TIMEOUT = 90
@@ -84,7 +84,7 @@ def _record_init(node: topology.Node, nspawn: int) -> None:
         pid = child()
         return pid is not None and _pidns(pid) not in (None, _pidns(nspawn))
 
-    if not _wait(entered, 10, interval=0.05):
+    if not poll.until(entered, 10, interval=0.05):
         return
     pid = child()
     NodeDir(node).initfile.write_text(f"{pid} {_starttime(pid)} {_pidns(pid)}\n")
@@ -134,15 +134,6 @@ def is_running(node: topology.Node) -> bool:
         return nspawn_pid(node) is not None
     # A live init answers it; only a dead one needs the scan of /proc for stragglers.
     return bool(node_inits(node) or node_processes(node))
-
-
-def _wait(cond, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(interval)
-    return cond()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -205,12 +196,12 @@ def _clear_stale_links(node: topology.Node) -> None:
     def gone() -> bool:
         return not any(net.link_exists(node.veth(n), netns=True) for n in topology.NETWORKS)
 
-    if _wait(gone, 10, interval=0.5):
+    if poll.until(gone, 10, interval=0.5):
         return
     for n in topology.NETWORKS:
         if net.link_exists(node.veth(n), netns=True):
             run(["ip", "-n", topology.NETNS, "link", "delete", node.veth(n)], check=False)
-    if not _wait(gone, 10, interval=0.5):
+    if not poll.until(gone, 10, interval=0.5):
         raise HalabError(f"{node.name}: its old network links do not go away")
 
 
@@ -241,7 +232,7 @@ def _boot(node: topology.Node) -> None:
             raise HalabError(f"{node.name}: systemd-nspawn exited at boot (log: {d.console})")
         return all(net.link_exists(node.veth(n), netns=True) for n in topology.NETWORKS)
 
-    if not _wait(veths_ready, 30):
+    if not poll.until(veths_ready, 30):
         raise HalabError(f"{node.name}: no network links after 30s (log: {d.console})")
     net.attach(node)
 
@@ -259,7 +250,7 @@ def wait_ssh(node: topology.Node, timeout: float = BOOT_TIMEOUT) -> None:
             return False
         return ssh(node, ["true"], timeout=10, check=False).returncode == 0
 
-    if not _wait(ready, timeout, interval=0.5):
+    if not poll.until(ready, timeout, interval=0.5):
         raise HalabError(f"{node.name}: no ssh after {timeout}s (log: {d.console})")
 
 
@@ -287,7 +278,7 @@ def _reap_orphans(node: topology.Node) -> None:
     pids = node_inits(node)
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    _wait(lambda: not any(_pid_alive(p) for p in pids), 15)
+    poll.until(lambda: not any(_pid_alive(p) for p in pids), 15)
     if nspawn_pid(node) is None:
         _after_exit(node)
 
@@ -311,7 +302,7 @@ def power_off(node: topology.Node) -> float:
     for n in topology.NETWORKS:
         if net.link_exists(node.veth(n), netns=True):
             run(["ip", "-n", topology.NETNS, "link", "delete", node.veth(n)], check=False)
-    if not _wait(lambda: not is_running(node), OFF_TIMEOUT, interval=0.02):
+    if not poll.until(lambda: not is_running(node), OFF_TIMEOUT, interval=0.02):
         raise HalabError(f"{node.name}: processes {node_processes(node)} still run "
                          f"{OFF_TIMEOUT}s after its init was killed")
     return time.monotonic() - t
@@ -320,9 +311,9 @@ def power_off(node: topology.Node) -> float:
 def teardown(node: topology.Node, timeout: float = 30) -> None:
     """After a power-off: wait for nspawn to exit (SIGKILL it past `timeout`), unmount."""
     pid = nspawn_pid(node)
-    if pid is not None and not _wait(lambda: not _pid_alive(pid), timeout):
+    if pid is not None and not poll.until(lambda: not _pid_alive(pid), timeout):
         os.kill(pid, signal.SIGKILL)
-        _wait(lambda: not _pid_alive(pid), 5)
+        poll.until(lambda: not _pid_alive(pid), 5)
     if nspawn_pid(node) is None and not node_inits(node):
         _after_exit(node)
 
@@ -341,7 +332,7 @@ def stop(node: topology.Node, timeout: float = STOP_TIMEOUT) -> None:
     if pid is None:
         raise HalabError(f"{node.name} is not running (nothing to stop)")
     os.kill(pid, signal.SIGTERM)
-    if not _wait(lambda: not _pid_alive(pid), timeout, interval=0.5):
+    if not poll.until(lambda: not _pid_alive(pid), timeout, interval=0.5):
         raise HalabError(
             f"{node.name}: no clean shutdown within {timeout:.0f}s; `halab kill {node.name}` "
             f"cuts the power (log: {NodeDir(node).console})"

@@ -19,6 +19,7 @@ import yaml
 
 from halab.cluster import crm
 from halab.cluster.declared import declared, secret, vip  # noqa: F401 - used by the test modules
+from halab.lab import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = os.environ.get("HALAB_INVENTORY", str(ROOT / "inventory" / "lab"))
@@ -52,15 +53,8 @@ def setting(hostvars: dict, role: str, name: str):
 
 
 def wait_for(condition, timeout: float, interval: float = 1.0, what: str = "condition"):
-    """Poll `condition` until it returns a truthy value; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    """poll.until failing the test at the deadline."""
+    return poll.until(condition, timeout, what, interval, error=pytest.fail.Exception)
 
 
 def haproxy_servers(inventory, proxy: str) -> dict[str, dict]:

@@ -261,7 +261,7 @@ def node_in_a_pid_namespace(tmp_path, monkeypatch):
     of its own) into a new PID namespace, recorded as halab records a booted node."""
     import subprocess
 
-    from halab.lab import nodes, topology
+    from halab.lab import nodes, poll, topology
 
     monkeypatch.setenv("HALAB_STATE_DIR", str(tmp_path))
     monkeypatch.setattr(nodes.net, "link_exists", lambda *a, **kw: False)  # no lab links
@@ -273,7 +273,7 @@ def node_in_a_pid_namespace(tmp_path, monkeypatch):
     init = nodes.node_inits(node)
     assert init, "the stand-in's init was not recorded"
     # The init forks its child as it starts: a node of two processes before the tests.
-    assert nodes._wait(lambda: len(nodes.node_processes(node)) == 2, timeout=10), \
+    assert poll.until(lambda: len(nodes.node_processes(node)) == 2, 10), \
         f"the stand-in has processes {nodes.node_processes(node)}, not an init and a child"
     yield node, outer, init[0]
     for pid in nodes.node_processes(node):
