@@ -18,6 +18,9 @@ from halab.lab import image, net, poll, topology
 from halab.lab.run import run
 
 BOOT_TIMEOUT = 90
+# A node the cluster fences while it boots is off for the switch's POST delay (15 s)
+# and then boots again: only a node off longer than this while we wait has failed.
+OFF_GRACE = 30.0
 STOP_TIMEOUT = 90
 
 
@@ -240,15 +243,21 @@ def _boot(node: topology.Node) -> None:
 def wait_ssh(node: topology.Node, timeout: float = BOOT_TIMEOUT) -> None:
     d = NodeDir(node)
 
+    off_since: list[float] = []
+
     def ready() -> bool:
         if not is_running(node):
-            raise HalabError(f"{node.name}: stopped while booting (log: {d.console})")
+            off_since[:] = off_since or [time.monotonic()]
+            if time.monotonic() - off_since[0] > OFF_GRACE:
+                raise HalabError(f"{node.name}: stopped while booting (log: {d.console})")
+            return False
+        off_since.clear()
         try:
             with socket.create_connection((node.ssh_address, 22), timeout=1):
                 pass
-        except OSError:
+            return ssh(node, ["true"], timeout=10, check=False).returncode == 0
+        except (OSError, HalabError):  # not up yet, or powered off under the command
             return False
-        return ssh(node, ["true"], timeout=10, check=False).returncode == 0
 
     if not poll.until(ready, timeout, interval=0.5):
         raise HalabError(f"{node.name}: no ssh after {timeout}s (log: {d.console})")
