@@ -18,9 +18,11 @@ from halab.lab import image, net, poll, topology
 from halab.lab.run import run
 
 BOOT_TIMEOUT = 90
-# A node the cluster fences while it boots is off for the switch's POST delay (15 s)
-# and then boots again: only a node off longer than this while we wait has failed.
-OFF_GRACE = 30.0
+# A node the cluster fences while it boots is off for the switch's POST delay (15 s),
+# longer while the switch still tears down its last power-off (seen: 30.6 s off, the
+# teardown taking 20 s under load), then boots again: only a node off longer than
+# this while we wait for it has failed.
+OFF_GRACE = 60.0
 STOP_TIMEOUT = 90
 
 
