@@ -58,7 +58,7 @@ def watch(command: list[str], out: str | Path, secrets_dir: str | Path | None = 
     """Run `command`, sampling arguments until it exits; its exit code."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    secrets_dir = secrets_dir or topology.state_dir() / "secrets"
+    secrets_dir = secrets_dir or topology.secrets_dir()
     seen: set[str] = set()
     checked: set[str] = set()
     found: list[dict] = []

@@ -50,7 +50,7 @@ def bundle(name: str, since: float, out_dir: str | Path = "reports/bundles",
     could not be read is said in the bundle's index."""
     path = Path(out_dir) / f"{_slug(name)}-{time.strftime('%Y%m%d-%H%M%S')}"
     path.mkdir(parents=True, exist_ok=True)
-    hidden = declared.secret_values(topology.state_dir() / "secrets")
+    hidden = declared.secret_values(topology.secrets_dir())
 
     def write(target: Path, text: str) -> None:
         target.write_text(declared.scrub(text, hidden))

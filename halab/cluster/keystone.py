@@ -35,7 +35,7 @@ class Cloud:
 
 def clouds_yaml() -> Path:
     """Where the lab's playbook writes clouds.yaml (keystone_clouds_yaml)."""
-    return topology.state_dir() / "secrets" / "clouds.yaml"
+    return topology.secrets_dir() / "clouds.yaml"
 
 
 def load(path: str | Path | None = None, name: str = "openstack-ha-lab") -> Cloud:

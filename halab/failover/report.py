@@ -437,7 +437,7 @@ def write(results: list[dict], directory: str | Path,
     from halab.cluster import declared
     from halab.lab import topology
 
-    hidden = declared.secret_values(secrets_dir or topology.state_dir() / "secrets")
+    hidden = declared.secret_values(secrets_dir or topology.secrets_dir())
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

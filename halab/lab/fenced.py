@@ -47,7 +47,7 @@ ACTIONS = ("on", "off", "status", "list")
 
 
 def key_path() -> Path:
-    return topology.state_dir() / "secrets" / "fence_halab_key"
+    return topology.secrets_dir() / "fence_halab_key"
 
 
 def pid_path() -> Path:

@@ -81,6 +81,11 @@ def state_dir() -> Path:
     return Path(os.environ.get("HALAB_STATE_DIR", "/var/lib/halab"))
 
 
+def secrets_dir() -> Path:
+    """The lab's generated secrets (the lab inventory's ha_secrets_dir)."""
+    return state_dir() / "secrets"
+
+
 def private_dir(path: Path) -> Path:
     """`path` and any missing parents up to the state directory, root's only (0700):
     the secrets and the nodes' trees (their configs hold passwords) live below it."""

@@ -143,7 +143,7 @@ def pytest_runtest_makereport(item, call):
         from halab.cluster import declared
         from halab.lab import topology
 
-        hidden = declared.secret_values(topology.state_dir() / "secrets")
+        hidden = declared.secret_values(topology.secrets_dir())
         report.longrepr = declared.scrub(report.longreprtext, hidden)
         report.sections = [(k, declared.scrub(v, hidden)) for k, v in report.sections]
     if report.when == "call" and report.failed:

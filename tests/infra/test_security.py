@@ -75,7 +75,7 @@ def test_no_secret_in_any_process_arguments():
 
 
 def test_no_secret_in_reports_or_the_test_log():
-    hidden = declared.secret_values(topology.state_dir() / "secrets")
+    hidden = declared.secret_values(topology.secrets_dir())
     assert hidden
     files = [p for p in (ROOT / "reports").rglob("*")
              if p.is_file() and p.suffix != ".png" and p.stat().st_size < 64 << 20]
