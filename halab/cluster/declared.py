@@ -74,9 +74,9 @@ def secret_values(directory: str | Path | None) -> dict[str, str]:
     """{value: name} of every generated secret under `directory` (each line of each
     file: keys files hold several), for scrubbing and for the leak test."""
     found: dict[str, str] = {}
-    root = Path(directory or "/nonexistent")
-    if not root.is_dir():
+    if not directory or not Path(directory).is_dir():
         return found
+    root = Path(directory)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.suffix in (".yaml", ".yml"):  # clouds.yaml repeats the admin password
             continue

@@ -5,7 +5,7 @@ failover report aggregates them. One implementation serves both.
 
 Observation is from the host: crm_mon over ssh on a surviving node, the VIPs each node
 holds read inside its network namespace (nsenter: works while a node is cut off), and
-client workloads through the VIPs (halab.workloads, halab.probe)."""
+client workloads through the VIPs (halab.failover.workloads and probe)."""
 
 from __future__ import annotations
 

@@ -245,15 +245,16 @@ def _boot(node: topology.Node) -> None:
 def wait_ssh(node: topology.Node, timeout: float = BOOT_TIMEOUT) -> None:
     d = NodeDir(node)
 
-    off_since: list[float] = []
+    off_since: float | None = None
 
     def ready() -> bool:
+        nonlocal off_since
         if not is_running(node):
-            off_since[:] = off_since or [time.monotonic()]
-            if time.monotonic() - off_since[0] > OFF_GRACE:
+            off_since = off_since or time.monotonic()
+            if time.monotonic() - off_since > OFF_GRACE:
                 raise HalabError(f"{node.name}: stopped while booting (log: {d.console})")
             return False
-        off_since.clear()
+        off_since = None
         try:
             with socket.create_connection((node.ssh_address, 22), timeout=1):
                 pass
