@@ -8,10 +8,11 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 # Host packages: nspawn and the image builder, pcs/crm_* for the offline CIB tier,
 # ssh for Ansible, python3-venv for the virtualenv on a fresh Debian, vagrant to
-# validate the Vagrantfile, the openstack client for the lab's APIs.
+# validate the Vagrantfile, the openstack client for the lab's APIs, nmap for the
+# firewall test's port scan.
 HOST_PACKAGES := systemd-container mmdebstrap dpkg-dev iproute2 util-linux openssh-client \
 	pcs pacemaker-cli-utils resource-agents python3-venv vagrant vagrant-libvirt \
-	python3-openstackclient
+	python3-openstackclient nmap
 
 .PHONY: lab test host-deps lint unit molecule verify down status clean failover-report
 

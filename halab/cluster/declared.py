@@ -22,7 +22,7 @@ NAMES = (
     "pacemaker_op_defaults", "pacemaker_resources", "pacemaker_groups", "pacemaker_stonith",
     "pacemaker_constraints", "pacemaker_node_attributes", "haproxy_services",
     "haproxy_stats_vip", "haproxy_monitor_vips", "haproxy_monitor_port",
-    "rabbitmq_policies", "rabbitmq_users", "galera_users", "ha_fencing",
+    "rabbitmq_policies", "rabbitmq_users", "galera_users", "ha_fencing", "firewall_services",
 )
 
 
@@ -78,10 +78,10 @@ def secret_values(directory: str | Path | None) -> dict[str, str]:
         return found
     root = Path(directory)
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if path.suffix in (".yaml", ".yml"):  # clouds.yaml repeats the admin password
-            continue
+        if path.suffix in (".yaml", ".yml", ".crt"):  # clouds.yaml repeats the admin
+            continue  # password; certificates are public
         for line in path.read_text(errors="replace").splitlines():
-            if len(line.strip()) >= MIN_SECRET:
+            if len(line.strip()) >= MIN_SECRET and not line.startswith("-----"):  # PEM armour
                 found[line.strip()] = str(path.relative_to(root))
     return found
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import re
+import shlex
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
@@ -80,6 +82,10 @@ def vip_address(vips: list[dict], name: str) -> str:
     raise AnsibleFilterError(f"ha_vips has no VIP named {name!r}")
 
 
+# Fence agents' password options; password_script reads a file instead.
+PASSWORD_OPTIONS = {"password", "passwd"}
+
+
 def stonith_devices(hosts: list[str], fencing: dict, hostvars: Any) -> list[dict]:
     """One fence device `fence-<host>` per controller (as TripleO made one IPMI device per
     node): the shared options, the host's own ha_fence_options, pcmk_host_list=<host>."""
@@ -89,6 +95,14 @@ def stonith_devices(hosts: list[str], fencing: dict, hostvars: Any) -> list[dict
     for host in hosts:
         own = dict(hostvars[host].get("ha_fence_options") or {})
         options = {**fencing.get("options", {}), **own, "pcmk_host_list": host}
+        clear = sorted(PASSWORD_OPTIONS & set(options))
+        if clear:
+            raise AnsibleFilterError(
+                f"fencing of {host}: {', '.join(clear)} would sit in the CIB and in pcs'"
+                " arguments in clear; set ha_fencing.password_file and fencing_password"
+                " (the fencing role installs it root-only, the agent reads it back)")
+        if fencing.get("password_file"):
+            options["password_script"] = f"cat {shlex.quote(fencing['password_file'])}"
         devices.append({
             "id": f"fence-{host}",
             "agent": fencing["agent"],
@@ -117,6 +131,74 @@ def duplicates(values: list) -> list:
     return twice
 
 
+def _ports(entry: dict, key: str) -> list[str]:
+    out = []
+    for port in entry.get(key) or []:
+        text = str(port)
+        bounds = text.split("-", 1)
+        if not all(b.isdigit() and 0 < int(b) < 65536 for b in bounds) or (
+                len(bounds) == 2 and int(bounds[0]) >= int(bounds[1])):
+            raise AnsibleFilterError(
+                f"firewall_services.{entry.get('name')}: {key} port {port!r} is not a port"
+                " (1-65535) or a range (low-high)")
+        out.append(text)
+    return out
+
+
+def firewall_rules(services: list[dict], haproxy_services: list[dict], vips: list[dict],
+                   networks: dict, addresses: dict) -> list[dict]:
+    """What a controller's firewall lets in, one rule per service and network: the
+    network's interface, the destination addresses (the node's own on that network, or
+    VIPs), TCP and UDP ports, other IP protocols (any destination: VRRP is multicast).
+    Each HAProxy service opens its port on its VIPs. A name that does not resolve is an
+    error, not a rule that opens nothing."""
+    by_vip = {v["name"]: v for v in vips}
+    entries = [{"name": s["name"], "vips": s.get("vips") or [], "tcp": [s["port"]]}
+               for s in haproxy_services] + list(services)
+    rules = []
+    for entry in entries:
+        name = entry.get("name")
+        if not name:
+            raise AnsibleFilterError(f"firewall_services: entry {entry!r} has no name")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
+            raise AnsibleFilterError(f"firewall_services: name {name!r} is not a word")
+        if not any(k in entry for k in ("tcp", "udp", "protocols")):
+            raise AnsibleFilterError(f"firewall_services.{name}: no tcp, udp or protocols")
+        if ("network" in entry) == ("vips" in entry):
+            raise AnsibleFilterError(
+                f"firewall_services.{name}: give either network (the node's own address)"
+                " or vips")
+        tcp, udp = _ports(entry, "tcp"), _ports(entry, "udp")
+        protocols = [str(p) for p in entry.get("protocols") or []]
+        for proto in protocols:
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", proto):
+                raise AnsibleFilterError(f"firewall_services.{name}: protocol {proto!r}")
+        if protocols and (tcp or udp):
+            raise AnsibleFilterError(
+                f"firewall_services.{name}: protocols go in an entry of their own (they"
+                " match any destination, ports only the listed ones)")
+        if not (tcp or udp or protocols):
+            continue  # an empty list, e.g. VRRP where no keepalived peer is declared
+        targets: dict[str, list[str]] = {}
+        if "network" in entry:
+            if entry["network"] not in networks or entry["network"] not in addresses:
+                raise AnsibleFilterError(
+                    f"firewall_services.{name}: network {entry['network']!r} is not in "
+                    "ha_networks and ha_addresses")
+            targets[entry["network"]] = [addresses[entry["network"]]]
+        for vip_name in entry.get("vips") or []:
+            if vip_name not in by_vip:
+                raise AnsibleFilterError(f"firewall_services.{name}: no VIP named {vip_name!r}")
+            _check(by_vip[vip_name], networks)
+            targets.setdefault(by_vip[vip_name]["network"], []).append(by_vip[vip_name]["address"])
+        for network, daddr in targets.items():
+            rules.append({"name": name, "network": network,
+                          "interface": networks[network]["interface"],
+                          "daddr": [] if protocols else daddr,
+                          "tcp": tcp, "udp": udp, "protocols": protocols})
+    return rules
+
+
 def rabbitmq_password_hash(password: str, seed: str = "") -> str:
     """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + sha256(salt + password)).
     The 4-byte salt derives from `seed` and the password so the hash is stable between
@@ -137,4 +219,5 @@ class FilterModule:
             "ha_stonith_devices": stonith_devices,
             "ha_stonith_locations": stonith_locations,
             "ha_duplicates": duplicates,
+            "ha_firewall_rules": firewall_rules,
         }

@@ -32,6 +32,7 @@ STACK_PACKAGES = (
     "redis-server", "rabbitmq-server",
     "keepalived",  # the failover report's peer only (playbooks/peer-keepalived.yml)
     "keystone", "python3-openstackclient",
+    "nftables",
     "curl", "psmisc", "procps", "lsof", "netcat-openbsd",
 )
 REPO_DIR = "srv/halab-apt"  # inside the image

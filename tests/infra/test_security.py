@@ -1,6 +1,7 @@
 """What the lab leaves open: on the host its state (secrets, the nodes' trees whose
 configs hold passwords) is root's alone; on the nodes every daemon binds an address of
-its network, and on the external network only HAProxy listens, on VIPs."""
+its network, and on the external network only HAProxy listens, on VIPs; a port scan
+from the host finds exactly the ports the firewall data declares and something serves."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import json
 import os
 import re
 import stat
+import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from halab.cluster import declared
+from halab.filter_plugins.ha_cluster import firewall_rules
 from halab.lab import topology
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,3 +93,68 @@ def test_no_secret_in_reports_or_the_test_log():
         if names:
             found[str(path.relative_to(ROOT))] = names
     assert not found, f"secret values in {found}"
+
+
+def declared_open(hv: dict) -> dict[str, set[int]]:
+    """{address: TCP ports} the firewall data opens on one node (ranges expanded)."""
+    rules = firewall_rules(hv["firewall_services"], hv["haproxy_services"],
+                           hv["ha_vips"] + hv.get("ha_peer_vips", []), hv["ha_networks"],
+                           hv["ha_addresses"])
+    opened: dict[str, set[int]] = {}
+    for rule in rules:
+        ports = set()
+        for port in rule["tcp"]:
+            low, _, high = port.partition("-")
+            ports |= set(range(int(low), int(high or low) + 1))
+        for address in rule["daddr"]:
+            opened.setdefault(address, set()).update(ports)
+    return opened
+
+
+def scan(addresses: list[str]) -> dict[str, set[int]]:
+    """Every TCP port of each address, SYN scan (nmap), from the host: {address: open}.
+    Two tries per port; dropped ports cost the timeout, so nmap keeps a high rate."""
+    out = subprocess.run(
+        ["nmap", "-sS", "-Pn", "-n", "-p-", "--max-retries", "1", "--min-rate", "20000",
+         "--host-timeout", "240s", "-oX", "-", *addresses],
+        capture_output=True, text=True, timeout=300, check=True).stdout
+    found: dict[str, set[int]] = {a: set() for a in addresses}
+    for host in ET.fromstring(out).iter("host"):
+        address = host.find("address").get("addr")
+        for port in host.iter("port"):
+            if port.find("state").get("state") == "open":
+                found[address].add(int(port.get("portid")))
+    return found
+
+
+def test_a_port_scan_finds_exactly_the_declared_services(nodes, inventory):
+    """What answers on every node address and VIP is what the firewall data opens there
+    and some daemon listens on: nothing undeclared (the firewall drops it), and nothing
+    declared and served is missing (the scan itself works)."""
+    declared_ports: dict[str, set[int]] = {}
+    serving: set[tuple[str, int]] = set()
+    for name, node in nodes.items():
+        hv = inventory[name]
+        for address, ports in declared_open(hv).items():
+            declared_ports.setdefault(address, set()).update(ports)
+        serving |= {(a, p) for a, p, _ in listeners(node)}
+    hv = next(iter(inventory.values()))
+    addresses = sorted({a for h in inventory.values() for a in h["ha_addresses"].values()}
+                       | {v["address"] for v in hv["ha_vips"]}, key=ipaddress.ip_address)
+    found = scan(addresses)
+    expected = {a: {p for p in declared_ports.get(a, set()) if (a, p) in serving}
+                for a in addresses}
+    undeclared = {a: sorted(found[a] - declared_ports.get(a, set())) for a in addresses
+                  if found[a] - declared_ports.get(a, set())}
+    missing = {a: sorted(expected[a] - found[a]) for a in addresses if expected[a] - found[a]}
+    assert not undeclared, f"open beyond the firewall data: {undeclared}"
+    assert not missing, f"declared and listening, but the scan found them closed: {missing}"
+    external = {h["ha_addresses"]["external"] for h in inventory.values()}
+    assert not any(found[a] for a in external), "a node's external address answers"
+
+
+def test_the_firewall_drops_and_counts_the_rest(host, inventory):
+    ruleset = host.check_output("nft list table inet ha_firewall")
+    for network in inventory[host.backend.get_hostname()]["ha_networks"]:
+        assert f'drop comment "{network}: not declared"' in ruleset
+    assert "policy drop" in ruleset

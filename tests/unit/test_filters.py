@@ -56,15 +56,29 @@ def test_vip_address_by_name():
 
 
 def test_one_fence_device_per_host_with_host_options_and_never_on_itself():
-    fencing = {"agent": "fence_ipmilan", "options": {"username": "admin", "password": "pw"}}
+    fencing = {"agent": "fence_ipmilan", "options": {"username": "admin"},
+               "password_file": "/etc/cluster/fence_password"}
     hostvars = {"a": {"ha_fence_options": {"ip": "192.0.2.10"}}, "b": {}}
     devices = ha_cluster.stonith_devices(["a", "b"], fencing, hostvars)
     assert [d["id"] for d in devices] == ["fence-a", "fence-b"]
-    assert devices[0]["options"] == {"username": "admin", "password": "pw",
-                                     "ip": "192.0.2.10", "pcmk_host_list": "a"}
+    assert devices[0]["options"] == {"username": "admin", "ip": "192.0.2.10",
+                                     "pcmk_host_list": "a",
+                                     "password_script": "cat /etc/cluster/fence_password"}
     assert devices[1]["options"]["pcmk_host_list"] == "b"
     locs = ha_cluster.stonith_locations(["a", "b"], fencing)["location"]
     assert {"resource": "fence-a", "node": "a", "score": "-INFINITY"} in locs
+
+
+@pytest.mark.parametrize("where", ["options", "host"])
+def test_a_fence_password_in_the_options_is_refused(where):
+    fencing = {"agent": "fence_ipmilan", "options": {"username": "admin"}}
+    hostvars = {"a": {}}
+    if where == "options":
+        fencing["options"]["password"] = "pw"
+    else:
+        hostvars["a"]["ha_fence_options"] = {"passwd": "pw"}
+    with pytest.raises(AnsibleFilterError, match=r"fencing of a: passw.* in clear"):
+        ha_cluster.stonith_devices(["a"], fencing, hostvars)
 
 
 def test_no_fencing_declared_means_no_devices():
@@ -76,3 +90,53 @@ def test_duplicates_names_each_repeated_value_once():
     duplicates = ha_cluster.duplicates
     assert duplicates(["a", "b", "a", "c", "a", "b"]) == ["a", "b"]
     assert duplicates(["a", "b"]) == []
+
+
+ADDRS = {"internal": "198.51.100.10", "external": "198.51.100.74"}
+HAPROXY = [{"name": "keystone", "vips": ["public", "internal_api"], "port": 5000}]
+
+
+def test_firewall_rules_open_each_haproxy_port_on_its_vips_per_network():
+    rules = ha_cluster.firewall_rules(
+        [{"name": "galera", "network": "internal", "tcp": [3306, "4567-4568"]},
+         {"name": "corosync", "network": "internal", "udp": [5405]}],
+        HAPROXY, VIPS, NETS, ADDRS)
+    assert rules == [
+        {"name": "keystone", "network": "external", "interface": "ext0",
+         "daddr": ["198.51.100.100"], "tcp": ["5000"], "udp": [], "protocols": []},
+        {"name": "keystone", "network": "internal", "interface": "int0",
+         "daddr": ["198.51.100.50"], "tcp": ["5000"], "udp": [], "protocols": []},
+        {"name": "galera", "network": "internal", "interface": "int0",
+         "daddr": ["198.51.100.10"], "tcp": ["3306", "4567-4568"], "udp": [], "protocols": []},
+        {"name": "corosync", "network": "internal", "interface": "int0",
+         "daddr": ["198.51.100.10"], "tcp": [], "udp": ["5405"], "protocols": []},
+    ]
+
+
+def test_firewall_protocols_match_any_destination_and_empty_lists_open_nothing():
+    rules = ha_cluster.firewall_rules(
+        [{"name": "vrrp", "network": "external", "protocols": ["vrrp"]},
+         {"name": "unused", "network": "external", "protocols": []}], [], VIPS, NETS, ADDRS)
+    assert [(r["name"], r["daddr"], r["protocols"]) for r in rules] == [("vrrp", [], ["vrrp"])]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"network": "internal", "tcp": [22]}, "has no name"),
+    ({"name": "ssh", "network": "internal"}, r"ssh: no tcp, udp or protocols"),
+    ({"name": "ssh", "tcp": [22]}, r"ssh: give either network"),
+    ({"name": "ssh", "network": "internal", "vips": ["public"], "tcp": [22]},
+     r"ssh: give either network"),
+    ({"name": "ssh", "network": "storage", "tcp": [22]}, r"network 'storage' is not in"),
+    ({"name": "api", "vips": ["admin"], "tcp": [35357]}, r"api: no VIP named 'admin'"),
+    ({"name": "ssh", "network": "internal", "tcp": [0]}, r"tcp port 0 is not a port"),
+    ({"name": "ssh", "network": "internal", "tcp": [65536]}, r"tcp port 65536"),
+    ({"name": "x", "network": "internal", "udp": ["9-3"]}, r"udp port '9-3'"),
+    ({"name": "x", "network": "internal", "tcp": ["22; drop"]}, r"tcp port '22; drop'"),
+    ({"name": 'a" accept', "network": "internal", "tcp": [22]}, r"is not a word"),
+    ({"name": "x", "network": "external", "protocols": ["vrrp }"]}, r"x: protocol 'vrrp }'"),
+    ({"name": "x", "network": "external", "tcp": [1], "protocols": ["vrrp"]},
+     r"protocols go in an entry of their own"),
+])
+def test_firewall_bad_entries_are_refused_by_name(entry, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        ha_cluster.firewall_rules([entry], [], VIPS, NETS, ADDRS)
