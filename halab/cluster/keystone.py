@@ -4,7 +4,9 @@ tokens, read the service catalog, check that an endpoint answers."""
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 import time
 from dataclasses import dataclass, field
 from http.client import HTTPException
@@ -26,11 +28,12 @@ class Cloud:
     project: str
     user_domain: str = "Default"
     project_domain: str = "Default"
+    cacert: str | None = None  # the CA of an https auth_url (clouds.yaml's cacert)
 
     def at(self, base: str) -> Cloud:
         """The same credentials against another Keystone (http://host:port)."""
         return Cloud(f"{base}/v3", self.username, self.password, self.project,
-                     self.user_domain, self.project_domain)
+                     self.user_domain, self.project_domain, self.cacert)
 
 
 def clouds_yaml() -> Path:
@@ -39,21 +42,30 @@ def clouds_yaml() -> Path:
 
 
 def load(path: str | Path | None = None, name: str = "openstack-ha-lab") -> Cloud:
-    auth = yaml.safe_load(Path(path or clouds_yaml()).read_text())["clouds"][name]["auth"]
+    entry = yaml.safe_load(Path(path or clouds_yaml()).read_text())["clouds"][name]
+    auth = entry["auth"]
     return Cloud(auth["auth_url"].rstrip("/"), auth["username"], auth["password"],
                  auth["project_name"], auth.get("user_domain_name", "Default"),
-                 auth.get("project_domain_name", "Default"))
+                 auth.get("project_domain_name", "Default"), entry.get("cacert"))
+
+
+@functools.lru_cache(maxsize=8)
+def tls(cacert: str | None) -> ssl.SSLContext:
+    """Verifying client context: the system's CAs, or only `cacert` when given."""
+    return ssl.create_default_context(cafile=cacert)
 
 
 def _lower(headers) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
 
 
-def _call(req: request.Request, timeout: float) -> tuple[int, dict, dict]:
+def _call(req: request.Request, timeout: float,
+          cacert: str | None = None) -> tuple[int, dict, dict]:
     """(status, headers with lower-case names, JSON body); status 0 when no HTTP answer
-    came back. HAProxy passes header names in lower case."""
+    came back (a certificate that does not verify included). HAProxy passes header names
+    in lower case."""
     try:
-        with request.urlopen(req, timeout=timeout) as resp:
+        with request.urlopen(req, timeout=timeout, context=tls(cacert)) as resp:
             body = resp.read()
             return resp.status, _lower(resp.headers), json.loads(body) if body else {}
     except error.HTTPError as exc:
@@ -83,15 +95,16 @@ def _issue(cloud: Cloud, timeout: float) -> tuple[str | None, int, dict]:
                               "domain": {"name": cloud.project_domain}}}}}
     req = request.Request(f"{cloud.auth_url}/auth/tokens", data=json.dumps(body).encode(),
                           headers={"Content-Type": "application/json"}, method="POST")
-    status, headers, data = _call(req, timeout)
+    status, headers, data = _call(req, timeout, cloud.cacert)
     return (headers.get("x-subject-token") if status == 201 else None), status, data
 
 
-def validate(auth_url: str, token: str, timeout: float = TIMEOUT) -> int:
+def validate(auth_url: str, token: str, timeout: float = TIMEOUT,
+             cacert: str | None = None) -> int:
     """GET /v3/auth/tokens: the token validating itself (200 when valid)."""
     req = request.Request(f"{auth_url}/auth/tokens",
                           headers={"X-Auth-Token": token, "X-Subject-Token": token})
-    return _call(req, timeout)[0]
+    return _call(req, timeout, cacert)[0]
 
 
 def endpoints(token_body: dict) -> list[dict]:
@@ -103,8 +116,8 @@ def endpoints(token_body: dict) -> list[dict]:
             for ep in svc.get("endpoints", [])]
 
 
-def answers(url: str, timeout: float = 2.0) -> tuple[int, float]:
+def answers(url: str, timeout: float = 2.0, cacert: str | None = None) -> tuple[int, float]:
     """GET url: (HTTP status or 0, milliseconds)."""
     t = time.monotonic()
-    status = _call(request.Request(url), timeout)[0]
+    status = _call(request.Request(url), timeout, cacert)[0]
     return status, round((time.monotonic() - t) * 1000, 1)

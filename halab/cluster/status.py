@@ -38,7 +38,7 @@ def _endpoints() -> dict | None:
     token, body = keystone.issue(cloud, timeout=5)
     rows = keystone.endpoints(body) if token else []
     for row in rows:
-        row["status"], row["ms"] = keystone.answers(row["url"])
+        row["status"], row["ms"] = keystone.answers(row["url"], cacert=cloud.cacert)
     return {"auth_url": cloud.auth_url, "token_issued": bool(token), "endpoints": rows}
 
 

@@ -41,14 +41,15 @@ def tcp(host: str, port: int, timeout: float = TIMEOUT) -> Check:
 
 
 def http(url: str, status: int = 200, auth: tuple[str, str] | None = None,
-         timeout: float = TIMEOUT) -> Check:
+         timeout: float = TIMEOUT, cacert: str | None = None) -> Check:
     headers = {}
     if auth:  # sent up front: no extra 401 round trip per sample
         headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
 
     def check() -> bool:
         try:
-            with request.urlopen(request.Request(url, headers=headers), timeout=timeout) as r:
+            with request.urlopen(request.Request(url, headers=headers), timeout=timeout,
+                                 context=keystone.tls(cacert)) as r:
                 return r.status == status
         except error.HTTPError as exc:
             return exc.code == status
@@ -116,7 +117,8 @@ def from_inventory(inv: dict[str, dict]) -> dict[str, Check]:
     the public endpoint of clouds.yaml, once the playbook wrote it."""
     public, internal = vip(inv, "public"), vip(inv, "internal_api")
     clouds = Path(next(iter(inv.values()))["ha_secrets_dir"]) / "clouds.yaml"
-    api = {"keystone": http(keystone.load(clouds).auth_url)} if clouds.exists() else {}
+    cloud = keystone.load(clouds) if clouds.exists() else None
+    api = {"keystone": http(cloud.auth_url, cacert=cloud.cacert)} if cloud else {}
     return {**api,
         "public": healthz(inv, public),
         "internal": http(f"http://{internal}:1993/;csv",

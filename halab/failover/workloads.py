@@ -713,7 +713,7 @@ class Tokens(Workload):
             self.record_issue(status)
             if token:
                 self.record_validation(keystone.validate(self.cloud.auth_url, token,
-                                                         self.timeout))
+                                                         self.timeout, self.cloud.cacert))
 
     def cross_node(self) -> list[str]:
         """issuer->validator pairs whose validation failed, every node with every node."""

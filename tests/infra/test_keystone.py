@@ -1,14 +1,18 @@
 """Keystone active/active: a Pacemaker clone on every controller behind HAProxy on the
-public and internal VIPs, one database on Galera, the same fernet keys everywhere."""
+public VIP (TLS, the lab CA's certificate) and the internal VIP (plain HTTP), one
+database on Galera, the same fernet keys everywhere."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import ssl
 import stat
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from urllib import request
 
 import pytest
 from conftest import cluster_state, haproxy_servers, setting, vip, wait_for
@@ -76,13 +80,43 @@ def test_haproxy_checks_every_keystone_backend_over_http(inventory):
              30, 1, "every keystone backend UP by its HTTP check")
 
 
-@pytest.mark.parametrize("vip_name", ["public", "internal_api"])
-def test_token_issue_through_each_vip(cloud, inventory, hv, vip_name):
-    target = cloud.at(f"http://{vip(inventory, vip_name)}:{port(hv)}")
+@pytest.mark.parametrize("vip_name, scheme", [("public", "https"), ("internal_api", "http")])
+def test_token_issue_through_each_vip(cloud, inventory, hv, vip_name, scheme):
+    target = cloud.at(f"{scheme}://{vip(inventory, vip_name)}:{port(hv)}")
     token, body = keystone.issue(target)
     assert token, f"no token through {target.auth_url}"
     assert body["token"]["project"]["name"] == cloud.project
-    assert keystone.validate(target.auth_url, token) == 200
+    assert keystone.validate(target.auth_url, token, cacert=target.cacert) == 200
+
+
+def test_the_public_endpoint_is_tls_with_the_lab_ca_and_only_tls(cloud, inventory, hv):
+    address = vip(inventory, "public")
+    assert cloud.auth_url == f"https://{address}:{port(hv)}/v3"
+    assert cloud.cacert == str(Path(hv["ha_secrets_dir"]) / "tls" / "ca.crt")
+    with socket.create_connection((address, port(hv)), timeout=5) as raw, \
+            keystone.tls(cloud.cacert).wrap_socket(raw, server_hostname=address) as conn:
+        assert conn.version() in ("TLSv1.2", "TLSv1.3")
+        names = conn.getpeercert()["subjectAltName"]
+    assert ("IP Address", address) in names
+    # The system's CAs do not know the lab's: a client without the CA refuses the server.
+    with pytest.raises(ssl.SSLCertVerificationError), \
+            socket.create_connection((address, port(hv)), timeout=5) as raw, \
+            ssl.create_default_context().wrap_socket(raw, server_hostname=address):
+        pass
+    # Plain HTTP to the TLS port gets no API answer.
+    assert keystone.answers(f"http://{address}:{port(hv)}/v3", timeout=5)[0] in (0, 400)
+
+
+def test_keystone_believes_haproxy_not_the_clients_forwarded_headers(cloud):
+    """Keystone builds its links from the proxy headers: HAProxy sets scheme and client
+    address and drops what the client claimed (host, scheme, prefix)."""
+    spoofed = {"X-Forwarded-Proto": "http", "X-Forwarded-Host": "attacker.example",
+               "X-Forwarded-Prefix": "/evil", "Forwarded": "proto=http;host=attacker.example"}
+    req = request.Request(cloud.auth_url, headers=spoofed)
+    with request.urlopen(req, timeout=5, context=keystone.tls(cloud.cacert)) as resp:
+        links = json.loads(resp.read())["version"]["links"]
+    assert {link["href"].rstrip("/") for link in links if link["rel"] == "self"} == {
+        cloud.auth_url}
 
 
 def test_every_node_accepts_the_tokens_of_every_other(cloud, inventory, hv):
@@ -115,7 +149,7 @@ def test_openstack_client_from_the_host(clouds, inventory, hv):
     listed = openstack(clouds, "endpoint", "list")
     assert listed.returncode == 0, listed.stderr
     urls = {(e["Interface"], e["URL"]) for e in json.loads(listed.stdout)}
-    public = f"http://{vip(inventory, 'public')}:{port(hv)}/v3"
+    public = f"https://{vip(inventory, 'public')}:{port(hv)}/v3"
     internal = f"http://{vip(inventory, 'internal_api')}:{port(hv)}/v3"
     assert {("public", public), ("internal", internal), ("admin", internal)} <= urls
 

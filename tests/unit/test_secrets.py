@@ -16,13 +16,19 @@ def secrets_dir(tmp_path):
     (d / "keys" / "0").write_text("fernet-key-one-AAAA\nfernet-key-two-BBBB\n")
     (d / "short").write_text("abc\n")  # too short to hide: it would eat ordinary words
     (d / "clouds.yaml").write_text("password: r3dis-pass-0123456789\n")
+    (d / "tls").mkdir()
+    (d / "tls" / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIBpublicAAAA\n")
+    (d / "tls" / "ca.key").write_text(
+        "-----BEGIN PRIVATE KEY-----\nMIGHprivateBBBB\n-----END PRIVATE KEY-----\n")
     return d
 
 
 def test_every_line_of_every_secret_file_is_known(tmp_path):
     values = declared.secret_values(secrets_dir(tmp_path))
+    # Certificates are public, PEM armour lines are everyone's: neither is hidden.
     assert values == {"r3dis-pass-0123456789": "redis_password",
-                      "fernet-key-one-AAAA": "keys/0", "fernet-key-two-BBBB": "keys/0"}
+                      "fernet-key-one-AAAA": "keys/0", "fernet-key-two-BBBB": "keys/0",
+                      "MIGHprivateBBBB": "tls/ca.key"}
     assert declared.secret_values(tmp_path / "absent") == {}
 
 
