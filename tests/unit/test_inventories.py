@@ -144,12 +144,22 @@ def test_vagrant_networks_are_virtualbox_host_only_ranges():
         assert ipaddress.ip_network(net["cidr"]).subnet_of(allowed)
 
 
-def fenced_example(tmp_path: Path, agent: str, shared: dict, per_host: dict | None) -> Path:
-    """The example inventory with fencing declared (what a user of real machines writes)."""
+PASSWORD_FILE = "/etc/cluster/fence_password"
+
+
+def fenced_example(tmp_path: Path, agent: str, shared: dict, per_host: dict | None,
+                   password: str | None = None) -> Path:
+    """The example inventory with fencing declared (what a user of real machines writes),
+    with a password file when `password` is given."""
     inv = tmp_path / "inv"
     shutil.copytree(ROOT / "inventory" / "example", inv, symlinks=False)
     site = inv / "group_vars" / "all" / "fencing.yml"
-    site.write_text(yaml.safe_dump({"ha_fencing": {"agent": agent, "options": shared}}))
+    fencing = {"agent": agent, "options": shared}
+    data: dict = {"ha_fencing": fencing}
+    if password is not None:
+        fencing["password_file"] = PASSWORD_FILE
+        data["fencing_password"] = password
+    site.write_text(yaml.safe_dump(data))
     if per_host is not None:
         hosts = yaml.safe_load((inv / "hosts.yml").read_text())
         for i, (_name, hv) in enumerate(controllers(hosts).items()):
@@ -158,17 +168,25 @@ def fenced_example(tmp_path: Path, agent: str, shared: dict, per_host: dict | No
     return inv
 
 
-@pytest.mark.parametrize(("agent", "shared", "per_host", "missing"), [
-    ("fence_ipmilan", {"username": "admin"}, {"ip": "192.0.2.11{i}"}, "password"),
-    ("fence_ipmilan", {"username": "admin", "password": "x"}, None, "ip"),
-    ("fence_virsh", {"ip": "192.168.56.1", "username": "fencer"}, None, "plug"),
+IP = {"ip": "192.0.2.11{i}"}
+NO_PASSWORD_FILE = "a fence password goes in fencing_password"
+
+
+@pytest.mark.parametrize(("agent", "shared", "per_host", "password", "message"), [
+    ("fence_ipmilan", {"username": "admin"}, IP, None, NO_PASSWORD_FILE),
+    ("fence_ipmilan", {"username": "admin", "password": "x"}, IP, None, NO_PASSWORD_FILE),
+    ("fence_ipmilan", {"username": "admin", "passwd": "x"}, IP, "pw", NO_PASSWORD_FILE),
+    ("fence_ipmilan", {"username": "admin"}, None, "pw", "fence_ipmilan needs ip"),
+    ("fence_virsh", {"ip": "192.168.56.1", "username": "fencer"}, None, None,
+     "fence_virsh needs plug"),
 ])
-def test_preflight_rejects_incomplete_fencing_data(tmp_path, agent, shared, per_host, missing):
-    inv = fenced_example(tmp_path, agent, shared, per_host)
+def test_preflight_rejects_incomplete_fencing_data(tmp_path, agent, shared, per_host,
+                                                   password, message):
+    inv = fenced_example(tmp_path, agent, shared, per_host, password)
     proc = ansible("ansible-playbook", "-i", str(inv), "playbooks/preflight.yml",
                    "--tags", "preflight_data")
     assert proc.returncode != 0
-    assert f"{agent} needs {missing}" in " ".join(proc.stdout.split())
+    assert message in " ".join(proc.stdout.split())
 
 
 def test_an_unknown_fence_agent_is_rejected_by_the_argument_spec(tmp_path):
@@ -187,9 +205,8 @@ def test_ipmi_fencing_for_real_machines_builds_the_right_cib(tmp_path):
     from halab.cluster.declared import declared
     from halab.modules import pcs_cib
 
-    inv = fenced_example(tmp_path, "fence_ipmilan",
-                         {"username": "admin", "password": "s3cret", "lanplus": "1"},
-                         {"ip": "192.0.2.11{i}", "pcmk_delay_base": "{i}s"})
+    inv = fenced_example(tmp_path, "fence_ipmilan", {"username": "admin", "lanplus": "1"},
+                         {"ip": "192.0.2.11{i}", "pcmk_delay_base": "{i}s"}, "s3cret")
     data = declared(inv, ("pacemaker_stonith", "pacemaker_constraints", "pacemaker_properties"))
     hv = next(iter(data.values()))
     cib = tmp_path / "cib.xml"
@@ -207,7 +224,7 @@ def test_ipmi_fencing_for_real_machines_builds_the_right_cib(tmp_path):
         "constraints": stonith_only,
         "cib_file": str(cib),
     })
-    assert "s3cret" not in " ".join(result["commands"])
+    assert "s3cret" not in " ".join(result["commands"]) + cib.read_text()
     conf = ET.parse(cib).getroot().find("configuration")
     devices = {p.get("id"): p for p in conf.iter("primitive")}
     assert sorted(devices) == sorted(f"fence-{n}" for n in data)
@@ -217,6 +234,9 @@ def test_ipmi_fencing_for_real_machines_builds_the_right_cib(tmp_path):
         attrs = {nv.get("name"): nv.get("value") for nv in dev.iter("nvpair")}
         assert attrs["ip"] == f"192.0.2.11{i}" and attrs["pcmk_host_list"] == name
         assert attrs["pcmk_delay_base"] == f"{i}s" and attrs["username"] == "admin"
+        # The password stays in the root-only file the agent reads.
+        assert attrs["password_script"] == f"cat {PASSWORD_FILE}"
+        assert not {"password", "passwd"} & set(attrs)
     bans = {(c.get("rsc"), c.get("node"), c.get("score")) for c in conf.iter("rsc_location")}
     assert bans == {(f"fence-{n}", n, "-INFINITY") for n in data}
     props = {nv.get("name"): nv.get("value") for nv in conf.find("crm_config").iter("nvpair")}
