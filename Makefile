@@ -54,7 +54,7 @@ $(VENV)/.installed: constraints.txt pyproject.toml collections/requirements.yml
 lint: host-deps
 	yamllint --strict .
 	ansible-lint --profile production
-	ruff check halab tests
+	ruff check halab tests collections
 
 unit: host-deps
 	pytest tests/unit -q --durations=10

@@ -15,9 +15,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from ansible_collections.halab.ha.plugins.filter.ha_cluster import firewall_rules
 
 from halab.cluster import declared
-from halab.filter_plugins.ha_cluster import firewall_rules
 from halab.lab import topology
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ansible.errors import AnsibleFilterError
-
-from halab.filter_plugins import ha_cluster
+from ansible_collections.halab.ha.plugins.filter import ha_cluster
 
 NETS = {"external": {"cidr": "198.51.100.64/26", "interface": "ext0"},
         "internal": {"cidr": "198.51.100.0/26", "interface": "int0"}}

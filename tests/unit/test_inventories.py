@@ -202,8 +202,9 @@ def test_an_unknown_fence_agent_is_rejected_by_the_argument_spec(tmp_path):
 def test_ipmi_fencing_for_real_machines_builds_the_right_cib(tmp_path):
     import xml.etree.ElementTree as ET
 
+    from ansible_collections.halab.ha.plugins.modules import pcs_cib
+
     from halab.cluster.declared import declared
-    from halab.modules import pcs_cib
 
     inv = fenced_example(tmp_path, "fence_ipmilan", {"username": "admin", "lanplus": "1"},
                          {"ip": "192.0.2.11{i}", "pcmk_delay_base": "{i}s"}, "s3cret")

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-from halab.modules import pcs_cib
-from halab.modules.pcs_cib import CibError, run
+from ansible_collections.halab.ha.plugins.modules import pcs_cib
+from ansible_collections.halab.ha.plugins.modules.pcs_cib import CibError, run
 
 pytestmark = pytest.mark.skipif(shutil.which("pcs") is None, reason="pcs is not installed")
 

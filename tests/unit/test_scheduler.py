@@ -11,10 +11,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from ansible_collections.halab.ha.plugins.modules import pcs_cib
 
 from halab.cluster import crm
 from halab.cluster.declared import declared
-from halab.modules import pcs_cib
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTROLLERS = ["overcloud-controller-0", "overcloud-controller-1", "overcloud-controller-2"]

@@ -210,14 +210,14 @@ def rabbitmq_password_hash(password: str, seed: str = "") -> str:
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
-            "ha_vip_resources": vip_resources,
-            "ha_vip_constraints": vip_constraints,
-            "ha_role_locations": role_locations,
-            "ha_merge_constraints": merge_constraints,
-            "ha_vip_address": vip_address,
+            "vip_resources": vip_resources,
+            "vip_constraints": vip_constraints,
+            "role_locations": role_locations,
+            "merge_constraints": merge_constraints,
+            "vip_address": vip_address,
             "rabbitmq_password_hash": rabbitmq_password_hash,
-            "ha_stonith_devices": stonith_devices,
-            "ha_stonith_locations": stonith_locations,
-            "ha_duplicates": duplicates,
-            "ha_firewall_rules": firewall_rules,
+            "stonith_devices": stonith_devices,
+            "stonith_locations": stonith_locations,
+            "duplicates": duplicates,
+            "firewall_rules": firewall_rules,
         }
