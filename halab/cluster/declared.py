@@ -43,10 +43,15 @@ def declared(inventory: str | Path, names: tuple[str, ...] = NAMES) -> dict[str,
                 for p in sorted(Path(tmp).glob("*.json"))}
 
 
+def shared(inventory: dict[str, dict]) -> dict:
+    """The variables every controller shares (VIPs, networks, services, secrets'
+    location), read from the first one."""
+    return next(iter(inventory.values()))
+
+
 def vip(inventory: dict[str, dict], name: str) -> str:
     """The address of the VIP called `name` in ha_vips."""
-    return next(v["address"] for v in next(iter(inventory.values()))["ha_vips"]
-                if v["name"] == name)
+    return next(v["address"] for v in shared(inventory)["ha_vips"] if v["name"] == name)
 
 
 class Secret(str):
@@ -61,7 +66,7 @@ class Secret(str):
 
 def secret(inventory: dict[str, dict], name: str) -> Secret:
     """A generated secret, read from the controller-side secrets directory."""
-    directory = Path(next(iter(inventory.values()))["ha_secrets_dir"])
+    directory = Path(shared(inventory)["ha_secrets_dir"])
     value = Secret((directory / name).read_text().strip())
     value.name = name
     return value

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from halab.cluster import crm
+from halab.cluster.declared import shared
 from halab.errors import HalabError
 from halab.lab import lock, net, nodes, ops, poll, topology
 
@@ -39,7 +40,7 @@ class Lab:
     def __init__(self, inventory: dict[str, dict]):
         self.inventory = inventory
         self.names = list(inventory)
-        self.hv = next(iter(inventory.values()))
+        self.hv = shared(inventory)
         self.vips = {v["name"]: v["address"] for v in self.hv["ha_vips"]}
         self.fencing = bool(self.hv.get("ha_fencing"))
         # keepalived's VIPs, probed beside Pacemaker's when the benchmark's peer runs

@@ -19,7 +19,7 @@ import pymysql
 import redis
 
 from halab.cluster import keystone
-from halab.cluster.declared import secret, vip
+from halab.cluster.declared import secret, shared, vip
 
 Check = Callable[[], bool]
 Sample = tuple[float, bool]
@@ -107,7 +107,7 @@ def redis_master(host: str, port: int, password: str, key: str = "halab:probe",
 def healthz(inv: dict[str, dict], address: str) -> Check:
     """HAProxy's /healthz (monitor-uri) on an address (the haproxy role's default port
     unless the inventory sets haproxy_monitor_port)."""
-    port = next(iter(inv.values())).get("haproxy_monitor_port", 8888)
+    port = shared(inv).get("haproxy_monitor_port", 8888)
     return http(f"http://{address}:{port}/healthz")
 
 
@@ -116,7 +116,7 @@ def from_inventory(inv: dict[str, dict]) -> dict[str, Check]:
     to Galera and one to Redis through their VIPs; Keystone's version document through
     the public endpoint of clouds.yaml, once the playbook wrote it."""
     public, internal = vip(inv, "public"), vip(inv, "internal_api")
-    clouds = Path(next(iter(inv.values()))["ha_secrets_dir"]) / "clouds.yaml"
+    clouds = Path(shared(inv)["ha_secrets_dir"]) / "clouds.yaml"
     cloud = keystone.load(clouds) if clouds.exists() else None
     api = {"keystone": http(cloud.auth_url, cacert=cloud.cacert)} if cloud else {}
     return {**api,

@@ -25,7 +25,7 @@ import pymysql
 import redis
 
 from halab.cluster import keystone
-from halab.cluster.declared import secret, vip
+from halab.cluster.declared import secret, shared, vip
 
 MAX_DURATION = 900.0  # a workload nobody stopped ends by itself after this long
 GAP = 1.0  # write gaps longer than this are listed
@@ -680,7 +680,7 @@ class Tokens(Workload):
     def from_inventory(cls, inv: dict[str, dict], **kw) -> Tokens:
         """Credentials and the public endpoint from the lab's clouds.yaml; the nodes'
         own Keystones on the same port as the VIP's."""
-        hv = next(iter(inv.values()))
+        hv = shared(inv)
         cloud = keystone.load(Path(hv["ha_secrets_dir"]) / "clouds.yaml")
         port = urlsplit(cloud.auth_url).port
         return cls(cloud, {n: f"http://{h['ha_addresses']['internal']}:{port}"

@@ -18,7 +18,7 @@ import testinfra
 import yaml
 
 from halab.cluster import crm
-from halab.cluster.declared import declared, secret, vip  # noqa: F401 - used by the test modules
+from halab.cluster.declared import declared, secret, shared, vip  # noqa: F401 - for the tests
 from halab.lab import poll
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,7 @@ def healthy(node, inventory, clean: bool = False) -> dict | None:
         st = cluster_state(node)
     except Exception:  # a node mid-restart answers nothing useful
         return None
-    hv, names = next(iter(inventory.values())), set(inventory)
+    hv, names = shared(inventory), set(inventory)
     if crm.unhealthy(st, hv, names) is None:
         return st if crm.dc_idle(node.run(crm.DC_STATE).stdout) else None
     if clean and st["failures"] and crm.unhealthy({**st, "failures": []}, hv, names) is None:

@@ -9,12 +9,12 @@ from pathlib import Path
 from urllib import error, request
 
 import pytest
-from conftest import cluster_state, setting
+from conftest import cluster_state, setting, shared
 from conftest import vip as vip_address
 
 
 def any_vars(inventory) -> dict:
-    return next(iter(inventory.values()))
+    return shared(inventory)
 
 
 def vip_holders(nodes) -> dict[str, list[str]]:

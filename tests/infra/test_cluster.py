@@ -6,7 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import setting
+from conftest import setting, shared
 
 from halab.cluster import crm
 
@@ -90,7 +90,7 @@ def test_no_default_corosync_config_left(host):
 
 
 def test_cluster_properties_applied(any_node, inventory):
-    declared = next(iter(inventory.values()))["pacemaker_properties"]
+    declared = shared(inventory)["pacemaker_properties"]
     for name, value in declared.items():
         got = any_node.check_output(
             f"crm_attribute --type crm_config --name {name} --query --quiet"
@@ -99,7 +99,7 @@ def test_cluster_properties_applied(any_node, inventory):
 
 
 def test_resource_defaults_applied(any_node, inventory):
-    declared = next(iter(inventory.values()))["pacemaker_resource_defaults"]
+    declared = shared(inventory)["pacemaker_resource_defaults"]
     shown = any_node.check_output("pcs resource defaults")
     for name, value in declared.items():
         assert f"{name}={value}" in shown
@@ -115,7 +115,7 @@ def test_node_role_attributes(any_node, inventory):
 
 
 def test_cib_resources_are_exactly_the_declared_ones(any_node, inventory):
-    hv = next(iter(inventory.values()))
+    hv = shared(inventory)
     xml = ET.fromstring(any_node.check_output("cibadmin --query --scope resources"))
     live = {p.get("id") for p in xml.iter("primitive")}
     assert live == {r["id"] for r in hv["pacemaker_resources"]} | {
@@ -131,7 +131,7 @@ def test_cib_resources_are_exactly_the_declared_ones(any_node, inventory):
 
 
 def test_fencing_is_on_with_one_device_per_node_never_on_its_target(any_node, inventory):
-    hv = next(iter(inventory.values()))
+    hv = shared(inventory)
     if not hv.get("ha_fencing"):
         assert any_node.check_output(
             "crm_attribute --type crm_config --name stonith-enabled --query --quiet") == "false"

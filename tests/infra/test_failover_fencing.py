@@ -13,6 +13,7 @@ from conftest import (
     fenced_since,
     halab,
     init_pid,
+    shared,
     vip,
     wait_for,
     wait_healthy,
@@ -22,7 +23,7 @@ from conftest import (
 @pytest.fixture
 def gate(any_node, inventory, nodes):
     """Healthy before; healed, switch on and healthy after, whatever happened."""
-    if not next(iter(inventory.values())).get("ha_fencing"):
+    if not shared(inventory).get("ha_fencing"):
         pytest.skip("this inventory declares no fencing")
     wait_healthy(any_node, inventory)
     yield

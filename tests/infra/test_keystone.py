@@ -15,14 +15,14 @@ from pathlib import Path
 from urllib import request
 
 import pytest
-from conftest import cluster_state, haproxy_servers, setting, vip, wait_for
+from conftest import cluster_state, haproxy_servers, setting, shared, vip, wait_for
 
 from halab.cluster import keystone
 
 
 @pytest.fixture(scope="module")
 def hv(inventory) -> dict:
-    return next(iter(inventory.values()))
+    return shared(inventory)
 
 
 @pytest.fixture(scope="module")

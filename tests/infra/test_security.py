@@ -138,7 +138,7 @@ def test_a_port_scan_finds_exactly_the_declared_services(nodes, inventory):
         for address, ports in declared_open(hv).items():
             declared_ports.setdefault(address, set()).update(ports)
         serving |= {(a, p) for a, p, _ in listeners(node)}
-    hv = next(iter(inventory.values()))
+    hv = declared.shared(inventory)
     addresses = sorted({a for h in inventory.values() for a in h["ha_addresses"].values()}
                        | {v["address"] for v in hv["ha_vips"]}, key=ipaddress.ip_address)
     found = scan(addresses)

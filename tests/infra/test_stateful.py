@@ -12,7 +12,7 @@ import pika
 import pymysql
 import pytest
 import redis
-from conftest import cluster_state, haproxy_servers, secret, vip, wait_for
+from conftest import cluster_state, haproxy_servers, secret, shared, vip, wait_for
 
 # ---------------------------------------------------------------- Galera
 
@@ -93,7 +93,7 @@ def test_mysql_listener_has_one_active_backend_and_the_others_backup(inventory):
 def test_no_anonymous_users_and_root_only_on_the_socket(any_node, inventory):
     anonymous = "mysql -Nse \"SELECT COUNT(*) FROM mysql.user WHERE user=''\""
     assert any_node.check_output(anonymous) == "0"
-    direct = next(iter(inventory.values()))["ha_addresses"]["internal"]
+    direct = shared(inventory)["ha_addresses"]["internal"]
     for host in (vip(inventory, "internal_api"), direct):
         with pytest.raises(pymysql.err.OperationalError):
             pymysql.connect(host=host, user="root", password="", connect_timeout=5)
@@ -168,7 +168,7 @@ def test_rabbitmq_clone_runs_and_forms_one_cluster(host, any_node, inventory):
 
 
 def test_rabbitmq_ha_policy_applied(any_node, inventory):
-    declared = {p["name"]: p for p in next(iter(inventory.values()))["rabbitmq_policies"]}
+    declared = {p["name"]: p for p in shared(inventory)["rabbitmq_policies"]}
     live = json.loads(any_node.check_output("rabbitmqctl -q list_policies --formatter json"))
     assert {p["name"] for p in live} == set(declared)
     for policy in live:
@@ -209,7 +209,7 @@ def test_a_persistent_message_published_on_one_node_is_consumed_on_another(inven
 
 def test_rabbitmq_guest_is_gone(inventory):
     with pytest.raises(pika.exceptions.ProbableAuthenticationError):
-        amqp(inventory, next(iter(inventory.values()))["ha_addresses"]["internal"],
+        amqp(inventory, shared(inventory)["ha_addresses"]["internal"],
              user="guest", password="guest")
 
 
