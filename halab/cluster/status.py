@@ -1,12 +1,17 @@
-"""`halab status`: the lab's nodes, the cluster as crm_mon shows it, the catalog's
-endpoints, and what keeps it all from full health."""
+"""`halab status`: the lab's nodes, the cluster as crm_mon shows it, the stateful
+services as their clients see them (Galera, Redis, RabbitMQ, HAProxy's backends), the
+catalog's endpoints, and what keeps it all from full health."""
 
 from __future__ import annotations
 
 import json
 
-from halab.cluster import crm, keystone
+from halab.cluster import crm, keystone, services
+from halab.errors import HalabError
 from halab.lab import net, nodes, topology
+
+# The lab's VIPs (inventory/lab/group_vars/all/vips.yml), for the stats page.
+INTERNAL_VIP = "198.51.100.50"
 
 
 def _cluster_view() -> dict | None:
@@ -20,6 +25,38 @@ def _cluster_view() -> dict | None:
             continue
         return parse_crm_mon(proc.stdout)
     return None
+
+
+def _secret(name: str) -> str | None:
+    path = topology.secrets_dir() / name
+    return path.read_text().strip() if path.exists() else None
+
+
+def _services(reachable: list[topology.Node]) -> dict:
+    """Each stateful service from the host, node by node where it has nodes."""
+    view: dict = {}
+    db, rd, stats = (_secret(n) for n in ("galera_user_halab", "redis_password",
+                                          "haproxy_stats_password"))
+    internal = {n.name: n.address("internal") for n in reachable}
+    if db:
+        view["galera"] = {n: services.galera(a, "halab", db) for n, a in internal.items()}
+    if rd:
+        view["redis"] = {n: services.redis_replication(a, rd) for n, a in internal.items()}
+    if stats:
+        try:
+            view["haproxy"] = services.haproxy_backends(INTERNAL_VIP, stats)
+        except OSError as exc:
+            view["haproxy_error"] = str(exc)
+    for node in reachable:
+        proc = nodes.ssh(node, ["rabbitmqctl", "-q", "cluster_status", "--formatter", "json"],
+                         timeout=30, check=False)
+        if proc.returncode == 0:
+            try:
+                view["rabbitmq"] = services.rabbitmq_partitions(proc.stdout)
+                break
+            except (ValueError, HalabError):
+                continue
+    return view
 
 
 def parse_crm_mon(text: str) -> dict:
@@ -40,6 +77,29 @@ def _endpoints() -> dict | None:
     for row in rows:
         row["status"], row["ms"] = keystone.answers(row["url"], cacert=cloud.cacert)
     return {"auth_url": cloud.auth_url, "token_issued": bool(token), "endpoints": rows}
+
+
+def _print_services(svc: dict) -> None:
+    if svc.get("galera"):
+        print("galera (wsrep):")
+        for n, g in sorted(svc["galera"].items()):
+            print(f"  {n:<24} " + (g["error"] if "error" in g else
+                  f"{g['state']}, {g['cluster']}, cluster size {g['size']}"))
+    if svc.get("redis"):
+        print("redis (replication):")
+        for n, r in sorted(svc["redis"].items()):
+            print(f"  {n:<24} " + (r["error"] if "error" in r else
+                  f"master, {r['replicas']} replica(s)" if r["role"] == "master" else
+                  f"replica of {r['master']}, link {r['link']}"))
+    if svc.get("rabbitmq"):
+        rb = svc["rabbitmq"]
+        print(f"rabbitmq: {len(rb['running'])} running, "
+              f"partitions: {rb['partitions'] or 'none'}")
+    if svc.get("haproxy"):
+        print("haproxy backends (UP/all):")
+        for proxy, servers in sorted(svc["haproxy"].items()):
+            up = sorted(s for s, row in servers.items() if row.get("status") == "UP")
+            print(f"  {proxy:<12} {len(up)}/{len(servers)}  up: {', '.join(up) or '-'}")
 
 
 # `halab status` exit codes, for scripts.
@@ -83,10 +143,12 @@ def status(as_json: bool = False) -> int:
                      **{n.name: node.address(n.name) for n in topology.NETWORKS}})
     cluster = _cluster_view() if any(r["state"] == "running" for r in rows) else None
     apis = _endpoints() if cluster is not None else None
-    issues = problems(rows, cluster, apis)
+    reachable = [n for n, r in zip(topology.NODES, rows, strict=True) if r["state"] == "running"]
+    svc = _services(reachable) if cluster is not None else {}
+    issues = problems(rows, cluster, apis) + services.problems(svc)
     code = NO_CLUSTER if cluster is None else DEGRADED if issues else HEALTHY
     if as_json:
-        print(json.dumps({"nodes": rows, "cluster": cluster, "apis": apis,
+        print(json.dumps({"nodes": rows, "cluster": cluster, "services": svc, "apis": apis,
                           "problems": issues}, indent=2))
         return code
     names = [n.name for n in topology.NETWORKS]
@@ -112,6 +174,7 @@ def status(as_json: bool = False) -> int:
     for f in cluster["failures"]:
         why = f.get("exitreason") or f.get("status")
         print(f"  FAILED {f.get('op_key')} on {f.get('node')}: {why}")
+    _print_services(svc)
     if apis is not None:
         issued = "token issued" if apis["token_issued"] else "TOKEN ISSUE FAILED"
         print(f"API endpoints (the catalog; {issued} at {apis['auth_url']}):")

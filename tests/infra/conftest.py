@@ -6,18 +6,15 @@ declared data, templated by Ansible)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
 from pathlib import Path
-from urllib import request
 
 import pytest
 import testinfra
 import yaml
 
-from halab.cluster import crm
+from halab.cluster import crm, services
 from halab.cluster.declared import declared, secret, shared, vip  # noqa: F401 - for the tests
 from halab.lab import poll
 
@@ -60,13 +57,8 @@ def wait_for(condition, timeout: float, interval: float = 1.0, what: str = "cond
 def haproxy_servers(inventory, proxy: str) -> dict[str, dict]:
     """Rows of HAProxy's CSV stats for one listener, by server name (the stats page on
     the internal VIP)."""
-    url = f"http://{vip(inventory, 'internal_api')}:1993/;csv"
-    mgr = request.HTTPPasswordMgrWithDefaultRealm()
-    mgr.add_password(None, url, "admin", secret(inventory, "haproxy_stats_password"))
-    with request.build_opener(request.HTTPBasicAuthHandler(mgr)).open(url, timeout=5) as r:
-        rows = csv.DictReader(io.StringIO(r.read().decode().lstrip("# ")))
-    return {row["svname"]: row for row in rows
-            if row["pxname"] == proxy and row["svname"] not in ("FRONTEND", "BACKEND")}
+    return services.haproxy_backends(vip(inventory, "internal_api"),
+                                     secret(inventory, "haproxy_stats_password")).get(proxy, {})
 
 
 def cluster_state(node) -> dict:
