@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -490,29 +491,27 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
         else:
             ids[obj_id] = where
 
+    def section_primitives(section: str, keys: frozenset) -> Iterator[tuple[dict, str]]:
+        """The valid primitives of a section with where each was declared, each id
+        claimed as it is yielded (a clone's id right after its primitive's)."""
+        for i, entry in enumerate(v.entries(params.get(section), section)):
+            where = _label(section, i, entry)
+            p = _primitive(v, entry, where, keys, force, no_default_ops)
+            if p:
+                claim(p["id"], where)
+                yield p, where
+
     primitives: dict[str, dict] = {}
     cloned: dict[str, str] = {}  # primitive or group id -> its clone id
     resources = []
-    for i, entry in enumerate(v.entries(params.get("resources"), "resources")):
-        where = _label("resources", i, entry)
-        p = _primitive(v, entry, where, RESOURCE_KEYS, force, no_default_ops)
-        if p:
-            claim(p["id"], where)
-            primitives[p["id"]] = p
-            if p["clone"]:
-                claim(p["clone"]["id"], where)
-                cloned[p["id"]] = p["clone"]["id"]
-            resources.append(p)
+    for p, where in section_primitives("resources", RESOURCE_KEYS):
+        primitives[p["id"]] = p
+        if p["clone"]:
+            claim(p["clone"]["id"], where)
+            cloned[p["id"]] = p["clone"]["id"]
+        resources.append(p)
     spec["resources"] = resources
-
-    stonith = []
-    for i, entry in enumerate(v.entries(params.get("stonith"), "stonith")):
-        where = _label("stonith", i, entry)
-        p = _primitive(v, entry, where, PRIMITIVE_KEYS, force, no_default_ops)
-        if p:
-            claim(p["id"], where)
-            stonith.append(p)
-    spec["stonith"] = stonith
+    spec["stonith"] = [p for p, _ in section_primitives("stonith", PRIMITIVE_KEYS)]
 
     groups = []
     grouped: dict[str, str] = {}
