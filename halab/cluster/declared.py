@@ -64,12 +64,16 @@ class Secret(str):
         return f"<secret {self.name}>"
 
 
-def secret(inventory: dict[str, dict], name: str) -> Secret:
-    """A generated secret, read from the controller-side secrets directory."""
-    directory = Path(shared(inventory)["ha_secrets_dir"])
-    value = Secret((directory / name).read_text().strip())
+def read_secret(directory: str | Path, name: str) -> Secret:
+    """The generated secret `name` in a secrets directory."""
+    value = Secret((Path(directory) / name).read_text().strip())
     value.name = name
     return value
+
+
+def secret(inventory: dict[str, dict], name: str) -> Secret:
+    """A generated secret, read from the controller-side secrets directory."""
+    return read_secret(shared(inventory)["ha_secrets_dir"], name)
 
 
 MIN_SECRET = 8  # characters: shorter lines of a secrets file are not worth hiding

@@ -99,6 +99,8 @@ def problems(view: dict) -> list[str]:
             found.append(f"redis on {node}: {r['error']}")
         elif r["role"] == "replica" and r.get("link") != "up":
             found.append(f"redis on {node}: replica link {r.get('link')}")
+    if view.get("haproxy_error"):
+        found.append(f"haproxy stats page: {view['haproxy_error']}")
     rabbit = view.get("rabbitmq") or {}
     if rabbit.get("partitions"):
         found.append(f"rabbitmq partitions: {rabbit['partitions']}")

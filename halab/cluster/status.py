@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 
-from halab.cluster import crm, keystone, services
+import yaml
+
+from halab.cluster import crm, declared, keystone, services
 from halab.errors import HalabError
 from halab.lab import net, nodes, topology
 
-# The lab's VIPs (inventory/lab/group_vars/all/vips.yml), for the stats page.
-INTERNAL_VIP = "198.51.100.50"
+# The lab's VIPs: HAProxy's stats page is on the internal API's (haproxy_stats_vip).
+LAB_VIPS = declared.ROOT / "inventory" / "lab" / "group_vars" / "all" / "vips.yml"
+STATS_VIP = "internal_api"
 
 
 def _cluster_view() -> dict | None:
@@ -28,8 +31,11 @@ def _cluster_view() -> dict | None:
 
 
 def _secret(name: str) -> str | None:
-    path = topology.secrets_dir() / name
-    return path.read_text().strip() if path.exists() else None
+    """A generated secret of the lab, None before the playbook made it."""
+    try:
+        return declared.read_secret(topology.secrets_dir(), name)
+    except FileNotFoundError:
+        return None
 
 
 def _services(reachable: list[topology.Node]) -> dict:
@@ -43,19 +49,21 @@ def _services(reachable: list[topology.Node]) -> dict:
     if rd:
         view["redis"] = {n: services.redis_replication(a, rd) for n, a in internal.items()}
     if stats:
+        vips = yaml.safe_load(LAB_VIPS.read_text())["ha_vips"]
         try:
-            view["haproxy"] = services.haproxy_backends(INTERNAL_VIP, stats)
+            view["haproxy"] = services.haproxy_backends(declared.vip({"lab": {"ha_vips": vips}},
+                                                                     STATS_VIP), stats)
         except OSError as exc:
             view["haproxy_error"] = str(exc)
     for node in reachable:
-        proc = nodes.ssh(node, ["rabbitmqctl", "-q", "cluster_status", "--formatter", "json"],
-                         timeout=30, check=False)
-        if proc.returncode == 0:
-            try:
+        try:
+            proc = nodes.ssh(node, ["rabbitmqctl", "-q", "cluster_status", "--formatter",
+                                    "json"], timeout=30, check=False)
+            if proc.returncode == 0:
                 view["rabbitmq"] = services.rabbitmq_partitions(proc.stdout)
                 break
-            except (ValueError, HalabError):
-                continue
+        except (ValueError, HalabError):  # bad JSON, or ssh timed out: the next node
+            continue
     return view
 
 

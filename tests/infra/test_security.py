@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from ansible_collections.halab.ha.plugins.filter.ha_cluster import firewall_rules
+from ansible_collections.halab.ha.plugins.filter.ha_cluster import firewall_rules, port_range
 
 from halab.cluster import declared
 from halab.lab import topology
@@ -106,10 +106,9 @@ def declared_open(hv: dict) -> tuple[dict[str, set[int]], dict[str, set[int]]]:
     ranged: dict[str, set[int]] = {}
     for rule in rules:
         for port in rule["tcp"]:
-            low, _, high = port.partition("-")
-            target = ranged if high else single
+            target = ranged if "-" in port else single
             for address in rule["daddr"]:
-                target.setdefault(address, set()).update(range(int(low), int(high or low) + 1))
+                target.setdefault(address, set()).update(port_range(port))
     return single, ranged
 
 

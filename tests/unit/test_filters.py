@@ -139,3 +139,10 @@ def test_firewall_protocols_match_any_destination_and_empty_lists_open_nothing()
 def test_firewall_bad_entries_are_refused_by_name(entry, message):
     with pytest.raises(AnsibleFilterError, match=message):
         ha_cluster.firewall_rules([entry], [], VIPS, NETS, ADDRS)
+
+
+def test_port_range_reads_a_port_or_a_range():
+    assert ha_cluster.port_range(5405) == range(5405, 5406)
+    assert ha_cluster.port_range("35672-35682") == range(35672, 35683)
+    with pytest.raises(ValueError):
+        ha_cluster.port_range("9-3")

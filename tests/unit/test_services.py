@@ -60,3 +60,8 @@ def test_each_degraded_service_is_named():
         "haproxy keystone/overcloud-controller-1: DOWN",
         "haproxy mysql: no server UP",
     ]
+
+
+def test_an_unreachable_stats_page_is_a_problem():
+    assert services.problems({"haproxy_error": "timed out"}) == [
+        "haproxy stats page: timed out"]

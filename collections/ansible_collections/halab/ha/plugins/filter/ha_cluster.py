@@ -131,17 +131,26 @@ def duplicates(values: list) -> list:
     return twice
 
 
+def port_range(port: int | str) -> range:
+    """The ports of a firewall entry's port: "5405" or "35672-35682" (ValueError if it
+    is neither a port, 1-65535, nor a rising range of them)."""
+    bounds = str(port).split("-", 1)
+    if not all(b.isdigit() and 0 < int(b) < 65536 for b in bounds) or (
+            len(bounds) == 2 and int(bounds[0]) >= int(bounds[1])):
+        raise ValueError(f"{port!r} is not a port (1-65535) or a range (low-high)")
+    return range(int(bounds[0]), int(bounds[-1]) + 1)
+
+
 def _ports(entry: dict, key: str) -> list[str]:
     out = []
     for port in entry.get(key) or []:
-        text = str(port)
-        bounds = text.split("-", 1)
-        if not all(b.isdigit() and 0 < int(b) < 65536 for b in bounds) or (
-                len(bounds) == 2 and int(bounds[0]) >= int(bounds[1])):
+        try:
+            port_range(port)
+        except ValueError:
             raise AnsibleFilterError(
                 f"firewall_services.{entry.get('name')}: {key} port {port!r} is not a port"
-                " (1-65535) or a range (low-high)")
-        out.append(text)
+                " (1-65535) or a range (low-high)") from None
+        out.append(str(port))
     return out
 
 
