@@ -94,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                         "process's arguments meanwhile")
     aw.add_argument("--out", required=True, help="JSON report, updated as the run goes")
     aw.add_argument("command", nargs=argparse.REMAINDER, help="-- command and arguments")
-    fl = sub.add_parser("failures", help="the failed tests of a pytest JUnit XML file")
-    fl.add_argument("junit_xml")
+    fl = sub.add_parser("failures", help="the failed tests of a pytest JUnit XML file, or "
+                        "the failed tasks of an Ansible or molecule log")
+    fl.add_argument("file", help="*.xml: JUnit; anything else: an Ansible log")
     daemon = sub.add_parser("fenced")  # the daemon itself, started by `fencing start`
     daemon.add_argument("action", choices=["serve"])
     args = p.parse_args(argv)
@@ -117,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise HalabError("argv-watch needs a command after --")
             return argv.watch(command, args.out)
         if args.cmd == "failures":
-            from halab.failover.report import junit_failures
+            from halab.failover.report import ansible_failures, junit_failures
 
-            text = junit_failures(args.junit_xml)
-            print(text or "no failed tests")
+            read = junit_failures if args.file.endswith(".xml") else ansible_failures
+            text = read(args.file)
+            print(text or "no failures found")
             return 1 if text else 0
         if os.geteuid() != 0:
             raise HalabError("halab needs root (namespaces, mounts and systemd-nspawn)")

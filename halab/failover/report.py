@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -473,4 +474,39 @@ def junit_failures(path: str | Path, lines: int = 12) -> str:
             head = [ln for ln in text.strip().splitlines() if ln.strip()][:lines]
             out.append(f"{bad.tag.upper()}: {case.get('classname')}::{case.get('name')}\n  "
                        + "\n  ".join(head))
+    return "\n".join(out)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_FRAME = re.compile(r"^\s*│ ?")  # molecule draws its playbook output in a box
+_RESULT = ("ok: [", "changed: [", "skipping: [", "included: [", "TASK [", "PLAY ",
+           "RUNNING HANDLER [", "fatal: [", "failed: [")
+
+
+def ansible_failures(path: str | Path, lines: int = 15) -> str:
+    """The failed tasks of an Ansible (or molecule) log, each under its task's name with
+    the first lines of its result, and Ansible's own ERROR! lines: what a converge that
+    ended early has to say, printed where CI's tail shows it."""
+    out: list[str] = []
+    task, block = "", None
+    for raw in Path(path).read_text(errors="replace").splitlines():
+        line = _FRAME.sub("", _ANSI.sub("", raw)).rstrip()
+        if block is not None:
+            if line.strip() == "...ignoring":  # ignore_errors: true
+                block = None
+                continue
+            if not line.strip() or line.startswith(_RESULT) or len(block) >= lines:
+                out.append("\n  ".join(block))
+                block = None
+            else:
+                block.append(line)
+                continue
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line.rstrip("* ")
+        elif line.startswith(("fatal: [", "failed: [")):
+            block = [f"FAILED {task}", line]
+        elif line.startswith("ERROR!") or line.startswith("[ERROR]"):
+            out.append(line)
+    if block is not None:
+        out.append("\n  ".join(block))
     return "\n".join(out)

@@ -182,6 +182,34 @@ def test_junit_failures_names_each_failed_test(tmp_path):
     assert report.junit_failures(xml) == ""
 
 
+def test_ansible_failures_name_the_failed_task_from_a_molecule_log(tmp_path):
+    log = tmp_path / "molecule.log"
+    box = "  \x1b[2m\x1b[33m│\x1b[0m "
+    log.write_text("\n".join(box + line for line in [
+        "TASK [firewall : Load the rules] ***",
+        "ok: [overcloud-controller-1]",
+        "\x1b[31mfatal: [overcloud-controller-0]: FAILED! => changed=false\x1b[0m",
+        "  msg: nft exited 1",
+        "  rc: 1",
+        "",
+        "TASK [base : Probe] ***",
+        "fatal: [overcloud-controller-2]: FAILED! => changed=false",
+        "...ignoring",
+        "PLAY RECAP ***",
+        "ERROR! the role 'nope' was not found",
+    ]))
+    text = report.ansible_failures(log)
+    assert text.splitlines() == [
+        "FAILED TASK [firewall : Load the rules]",
+        "  fatal: [overcloud-controller-0]: FAILED! => changed=false",
+        "    msg: nft exited 1",
+        "    rc: 1",
+        "ERROR! the role 'nope' was not found",
+    ]
+    log.write_text("TASK [a] ***\nok: [n]\n")
+    assert report.ansible_failures(log) == ""
+
+
 def test_the_phases_of_the_recovery_get_a_table():
     md = report.markdown(report.summarise(RESULTS))
     assert "Where the time goes" in md
