@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from halab.errors import HalabError
-from halab.lab import image, net, poll, topology
+from halab.lab import cgroup, image, net, poll, topology
 from halab.lab.run import run
 
 BOOT_TIMEOUT = 90
@@ -226,7 +226,7 @@ def _boot(node: topology.Node) -> None:
     with d.console.open("a") as log:
         log.write(f"--- boot {time.strftime('%F %T')}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+        proc = subprocess.Popen(cgroup.wrap(node, cmd), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     _children[node.name] = proc
     d.pidfile.write_text(f"{proc.pid}\n")
@@ -283,6 +283,7 @@ def _after_exit(node: topology.Node) -> None:
     d.initfile.unlink(missing_ok=True)
     if _mounted(d.root):
         run(["umount", str(d.root)])
+    cgroup.remove(node)
 
 
 def _reap_orphans(node: topology.Node) -> None:

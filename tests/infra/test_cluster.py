@@ -4,11 +4,13 @@ CIB matching the data declared in the inventory."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from conftest import setting, shared
 
 from halab.cluster import crm
+from halab.lab import nodes, topology
 
 
 def test_every_node_online_with_quorum(any_node, inventory):
@@ -58,6 +60,17 @@ def test_knet_link_to_every_peer_is_connected(host, inventory):
         peer_addr = inventory[peer]["ha_addresses"]["internal"]
         assert f"({mine}->{peer_addr}) enabled connected" in status, peer
     assert status.count(" reachable") == len(inventory) - 1
+
+
+def test_each_lab_node_runs_in_cgroups_of_its_own():
+    """Shared, the nodes' systemds create, empty and remove each other's unit cgroups
+    (219/CGROUP when a unit restarts on every node at once)."""
+    for node in topology.NODES:
+        init = nodes.node_inits(node)
+        assert init, f"{node.name}: no init recorded"
+        for line in Path(f"/proc/{init[0]}/cgroup").read_text().splitlines():
+            if line.startswith("0::") or ":name=systemd:" in line:
+                assert line.split(":", 2)[2].startswith(f"/halab/{node.name}/"), (node.name, line)
 
 
 def test_corosync_binds_the_internal_network(host, inventory):

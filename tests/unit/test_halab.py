@@ -13,7 +13,7 @@ import pytest
 
 from halab.cluster import status
 from halab.errors import HalabError
-from halab.lab import image, topology
+from halab.lab import cgroup, image, topology
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC_RANGES = [ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("203.0.113.0/24")]
@@ -87,6 +87,31 @@ def test_missing_root_rights_is_a_clear_error(tmp_path):
     assert proc.returncode == 1
     assert "halab needs root" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+HYBRID = """\
+35 24 0:30 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+36 35 0:31 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw
+37 35 0:32 / /sys/fs/cgroup/systemd rw,nosuid shared:11 - cgroup cgroup rw,xattr,name=systemd
+38 35 0:33 / /sys/fs/cgroup/memory rw,nosuid shared:12 - cgroup cgroup rw,memory
+"""
+
+
+def test_each_node_gets_its_own_cgroup_in_every_hierarchy_systemd_uses():
+    assert cgroup.hierarchies(HYBRID) == [Path("/sys/fs/cgroup/unified"),
+                                          Path("/sys/fs/cgroup/systemd")]
+    unified = "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n"
+    assert cgroup.hierarchies(unified) == [Path("/sys/fs/cgroup")]
+
+
+def test_cgroup_wrapper_moves_itself_before_it_runs_the_command(tmp_path):
+    procs = tmp_path / "cgroup.procs"
+    out = subprocess.run(["sh", "-c", cgroup.MOVE, "t", str(procs), "--", "sh", "-c",
+                          "echo $$"], capture_output=True, text=True, check=True)
+    assert procs.read_text().strip() == out.stdout.strip()  # one process, moved, then exec
+    bad = subprocess.run(["sh", "-c", cgroup.MOVE, "t", str(tmp_path / "no/such"), "--",
+                          "true"], capture_output=True, text=True)
+    assert bad.returncode == 125
 
 
 def test_image_key_follows_the_package_list(monkeypatch):
