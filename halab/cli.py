@@ -13,10 +13,10 @@ from halab.lab import fenced, image, lock, nodes, ops, topology
 
 def _lab():
     """The running lab as the failover tools see it (the lab inventory, templated)."""
-    from halab.cluster.declared import ROOT, declared
+    from halab.cluster.declared import ROOT, Declared
     from halab.failover import catalogue
 
-    return catalogue.Lab(declared(ROOT / "inventory" / "lab"))
+    return catalogue.Lab(Declared.load(ROOT / "inventory" / "lab"))
 
 
 def _token(text: str) -> int | None:

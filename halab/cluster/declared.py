@@ -9,7 +9,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+import yaml
 
 from halab.errors import HalabError
 
@@ -26,7 +29,7 @@ NAMES = (
 )
 
 
-def declared(inventory: str | Path, names: tuple[str, ...] = NAMES) -> dict[str, dict]:
+def templated(inventory: str | Path, names: tuple[str, ...] = NAMES) -> dict[str, dict]:
     """{host: {var: templated value}} for every controller; undefined vars are left out."""
     with tempfile.TemporaryDirectory(prefix="halab-declared-") as tmp:
         extra = json.dumps({"halab_declared_dir": tmp, "halab_names": list(names)})
@@ -43,15 +46,87 @@ def declared(inventory: str | Path, names: tuple[str, ...] = NAMES) -> dict[str,
                 for p in sorted(Path(tmp).glob("*.json"))}
 
 
-def shared(inventory: dict[str, dict]) -> dict:
-    """The variables every controller shares (VIPs, networks, services, secrets'
-    location), read from the first one."""
-    return next(iter(inventory.values()))
+class Declared(Mapping[str, dict]):
+    """The cluster as the inventory declares it, read once: each controller's templated
+    variables by host name (a mapping), and the lookups every client needs: VIPs by
+    name, their resource ids, addresses, service ports, role settings and secrets."""
 
+    def __init__(self, hosts: dict[str, dict]):
+        self._hosts = hosts
 
-def vip(inventory: dict[str, dict], name: str) -> str:
-    """The address of the VIP called `name` in ha_vips."""
-    return next(v["address"] for v in shared(inventory)["ha_vips"] if v["name"] == name)
+    @classmethod
+    def load(cls, inventory: str | Path, names: tuple[str, ...] = NAMES) -> Declared:
+        return cls(templated(inventory, names))
+
+    def __getitem__(self, host: str) -> dict:
+        return self._hosts[host]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._hosts)
+
+    def __len__(self) -> int:
+        return len(self._hosts)
+
+    @property
+    def shared(self) -> dict:
+        """The variables every controller shares (VIPs, networks, services, secrets'
+        location), read from the first one."""
+        return next(iter(self._hosts.values()))
+
+    def setting(self, role: str, name: str):
+        """A role variable as the play sees it: the inventory's value, else the role's
+        default (literal defaults only: ports, names)."""
+        if name in self.shared:
+            return self.shared[name]
+        return yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())[name]
+
+    def vip(self, name: str) -> str:
+        """The address of the VIP called `name` in ha_vips."""
+        for v in self.shared["ha_vips"]:
+            if v["name"] == name:
+                return v["address"]
+        raise HalabError(f"the inventory declares no VIP called {name!r}")
+
+    def vips(self, key: str = "ha_vips") -> dict[str, str]:
+        """{name: address} of ha_vips (or ha_peer_vips)."""
+        return {v["name"]: v["address"] for v in self.shared.get(key) or []}
+
+    def vip_resource(self, name: str) -> str:
+        """The IPaddr2 resource of a VIP (pacemaker's data names it ip-<address>)."""
+        return f"ip-{self.vip(name)}"
+
+    def addresses(self, network: str = "internal") -> dict[str, str]:
+        """{host: its address on `network`}."""
+        return {h: hv["ha_addresses"][network] for h, hv in self._hosts.items()}
+
+    def _service(self, name: str) -> dict:
+        for s in self.shared["haproxy_services"]:
+            if s["name"] == name:
+                return s
+        raise HalabError(f"haproxy_services declares no service called {name!r}")
+
+    def port(self, service: str) -> int:
+        """The port HAProxy serves `service` on, on its VIPs (haproxy_services)."""
+        return int(self._service(service)["port"])
+
+    def backend_port(self, service: str) -> int:
+        """The port each node serves `service` on behind HAProxy."""
+        s = self._service(service)
+        return int(s.get("backend_port") or s["port"])
+
+    @property
+    def stats(self) -> tuple[str, int]:
+        """Address and port of HAProxy's stats page (user admin, haproxy_stats_password)."""
+        return (self.vip(self.setting("haproxy", "haproxy_stats_vip")),
+                int(self.setting("haproxy", "haproxy_stats_port")))
+
+    @property
+    def secrets_dir(self) -> Path:
+        return Path(self.shared["ha_secrets_dir"])
+
+    def secret(self, name: str) -> Secret:
+        """A generated secret, read from the controller-side secrets directory."""
+        return read_secret(self.secrets_dir, name)
 
 
 class Secret(str):
@@ -69,11 +144,6 @@ def read_secret(directory: str | Path, name: str) -> Secret:
     value = Secret((Path(directory) / name).read_text().strip())
     value.name = name
     return value
-
-
-def secret(inventory: dict[str, dict], name: str) -> Secret:
-    """A generated secret, read from the controller-side secrets directory."""
-    return read_secret(shared(inventory)["ha_secrets_dir"], name)
 
 
 MIN_SECRET = 8  # characters: shorter lines of a secrets file are not worth hiding

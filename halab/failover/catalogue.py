@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from halab.cluster import crm
-from halab.cluster.declared import shared
+from halab.cluster.declared import Declared
 from halab.errors import HalabError
 from halab.lab import lock, net, nodes, ops, poll, topology
 
@@ -37,17 +37,17 @@ def wait(condition: Callable, timeout: float, what: str | Callable[[], str],
 class Lab:
     """The running lab from the host: commands on nodes, the cluster's state."""
 
-    def __init__(self, inventory: dict[str, dict]):
+    def __init__(self, inventory: Declared):
         self.inventory = inventory
         self.names = list(inventory)
-        self.hv = shared(inventory)
-        self.vips = {v["name"]: v["address"] for v in self.hv["ha_vips"]}
+        self.hv = inventory.shared
+        self.vips = inventory.vips()
         self.fencing = bool(self.hv.get("ha_fencing"))
         # keepalived's VIPs, probed beside Pacemaker's when the benchmark's peer runs
         self.peer_vips: dict[str, str] = {}
 
     def with_peer(self) -> None:
-        self.peer_vips = {v["name"]: v["address"] for v in self.hv.get("ha_peer_vips", [])}
+        self.peer_vips = self.inventory.vips("ha_peer_vips")
         if not self.peer_vips:
             raise HalabError("the inventory declares no ha_peer_vips for the peer")
 
@@ -120,7 +120,7 @@ class Lab:
         return time.monotonic() - t
 
     def vip_owner(self, name: str, st: dict) -> str:
-        return st["started"][f"ip-{self.vips[name]}"][0]
+        return st["started"][self.inventory.vip_resource(name)][0]
 
     def redis_master(self, st: dict) -> str:
         return st["roles"]["redis-master"]["Promoted"][0]
@@ -560,8 +560,8 @@ def _moved(r: Run, before: dict, gone: str) -> dict:
         st = lab.state(avoid=(gone,))
         if not st:
             return None
-        for address in lab.vips.values():
-            where = st["started"].get(f"ip-{address}", [])
+        for name in lab.vips:
+            where = st["started"].get(lab.inventory.vip_resource(name), [])
             if len(where) != 1 or where[0] == gone:
                 return None
         masters = st["roles"].get("redis-master", {}).get("Promoted", [])
@@ -712,8 +712,7 @@ def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = out / f"failover-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-    secrets_dir = lab.hv.get("ha_secrets_dir")
-    hidden = declared.secret_values(secrets_dir)
+    hidden = declared.secret_values(lab.inventory.secrets_dir)
     results: list[dict] = []
     paths: list = []
     try:
@@ -735,7 +734,7 @@ def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None]
             set_totem(lab, declared_token(lab))
         finally:
             if results:
-                paths = [lines, *report.write(results, out, secrets_dir)]
+                paths = [lines, *report.write(results, out, lab.inventory.secrets_dir)]
                 if len(results) < runs * len(scenarios) * len(totems):
                     log(f"campaign ended early: report of {len(results)} runs: "
                         + " ".join(map(str, paths)))

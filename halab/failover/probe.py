@@ -12,14 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 from http.client import HTTPException
-from pathlib import Path
 from urllib import error, request
 
 import pymysql
 import redis
 
 from halab.cluster import keystone
-from halab.cluster.declared import secret, shared, vip
+from halab.cluster.declared import Declared
 
 Check = Callable[[], bool]
 Sample = tuple[float, bool]
@@ -104,29 +103,26 @@ def redis_master(host: str, port: int, password: str, key: str = "halab:probe",
     return check
 
 
-def healthz(inv: dict[str, dict], address: str) -> Check:
-    """HAProxy's /healthz (monitor-uri) on an address (the haproxy role's default port
-    unless the inventory sets haproxy_monitor_port)."""
-    port = shared(inv).get("haproxy_monitor_port", 8888)
-    return http(f"http://{address}:{port}/healthz")
+def healthz(inv: Declared, address: str) -> Check:
+    """HAProxy's /healthz (monitor-uri) on an address."""
+    return http(f"http://{address}:{inv.setting('haproxy', 'haproxy_monitor_port')}/healthz")
 
 
-def from_inventory(inv: dict[str, dict]) -> dict[str, Check]:
+def from_inventory(inv: Declared) -> dict[str, Check]:
     """The standard set: public VIP health endpoint, internal VIP stats page, a write
     to Galera and one to Redis through their VIPs; Keystone's version document through
     the public endpoint of clouds.yaml, once the playbook wrote it."""
-    public, internal = vip(inv, "public"), vip(inv, "internal_api")
-    clouds = Path(shared(inv)["ha_secrets_dir"]) / "clouds.yaml"
+    clouds = inv.secrets_dir / "clouds.yaml"
     cloud = keystone.load(clouds) if clouds.exists() else None
     api = {"keystone": http(cloud.auth_url, cacert=cloud.cacert)} if cloud else {}
+    stats, stats_port = inv.stats
     return {**api,
-        "public": healthz(inv, public),
-        "internal": http(f"http://{internal}:1993/;csv",
-                         auth=("admin", secret(inv, "haproxy_stats_password"))),
-        "mysql": mysql(internal, 3306, "halab", secret(inv, "galera_user_halab"),
-                       "halab", table="halab_probe"),
-        "redis": redis_master(vip(inv, "redis"), 6379,
-                              secret(inv, "redis_password")),
+        "public": healthz(inv, inv.vip("public")),
+        "internal": http(f"http://{stats}:{stats_port}/;csv",
+                         auth=("admin", inv.secret("haproxy_stats_password"))),
+        "mysql": mysql(inv.vip("internal_api"), inv.port("mysql"), "halab",
+                       inv.secret("galera_user_halab"), "halab", table="halab_probe"),
+        "redis": redis_master(inv.vip("redis"), inv.port("redis"), inv.secret("redis_password")),
     }
 
 

@@ -16,8 +16,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pika
 import pika.exceptions
@@ -25,7 +23,7 @@ import pymysql
 import redis
 
 from halab.cluster import keystone
-from halab.cluster.declared import secret, shared, vip
+from halab.cluster.declared import Declared
 
 MAX_DURATION = 900.0  # a workload nobody stopped ends by itself after this long
 GAP = 1.0  # write gaps longer than this are listed
@@ -33,13 +31,6 @@ GAP = 1.0  # write gaps longer than this are listed
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:8]
-
-
-# ---------------------------------------------------------------- inventory
-
-
-def inventory_addresses(inv: dict[str, dict], network: str = "internal") -> list[str]:
-    return [hv["ha_addresses"][network] for hv in inv.values()]
 
 
 # ---------------------------------------------------------------- bookkeeping
@@ -177,9 +168,9 @@ class Bank(Workload):
         self.reads = self.bad_reads = self.read_errors = 0
 
     @classmethod
-    def from_inventory(cls, inv: dict[str, dict], **kw) -> Bank:
-        return cls(vip(inv, "internal_api"), 3306, "halab",
-                   secret(inv, "galera_user_halab"), "halab", **kw)
+    def from_inventory(cls, inv: Declared, **kw) -> Bank:
+        return cls(inv.vip("internal_api"), inv.port("mysql"), "halab",
+                   inv.secret("galera_user_halab"), "halab", **kw)
 
     @property
     def total(self) -> int:
@@ -399,9 +390,10 @@ class RabbitConfirms(Workload):
         self._node = 0
 
     @classmethod
-    def from_inventory(cls, inv: dict[str, dict], **kw) -> RabbitConfirms:
-        return cls(inventory_addresses(inv), 5672, "openstack",
-                   secret(inv, "rabbitmq_user_openstack"), **kw)
+    def from_inventory(cls, inv: Declared, **kw) -> RabbitConfirms:
+        return cls(list(inv.addresses("internal").values()),
+                   inv.setting("rabbitmq", "rabbitmq_port"), "openstack",
+                   inv.secret("rabbitmq_user_openstack"), **kw)
 
     def _connect(self, host: str) -> pika.BlockingConnection:
         params = pika.ConnectionParameters(
@@ -571,9 +563,8 @@ class RedisWait(Workload):
         self.wait_errors = 0
 
     @classmethod
-    def from_inventory(cls, inv: dict[str, dict], **kw) -> RedisWait:
-        return cls(vip(inv, "redis"), 6379,
-                   secret(inv, "redis_password"), **kw)
+    def from_inventory(cls, inv: Declared, **kw) -> RedisWait:
+        return cls(inv.vip("redis"), inv.port("redis"), inv.secret("redis_password"), **kw)
 
     def _client(self, timeout: float | None = None) -> redis.Redis:
         t = timeout or self.timeout
@@ -677,14 +668,13 @@ class Tokens(Workload):
         self.refused: list[int] = []  # statuses of valid tokens said to be invalid
 
     @classmethod
-    def from_inventory(cls, inv: dict[str, dict], **kw) -> Tokens:
+    def from_inventory(cls, inv: Declared, **kw) -> Tokens:
         """Credentials and the public endpoint from the lab's clouds.yaml; the nodes'
-        own Keystones on the same port as the VIP's."""
-        hv = shared(inv)
-        cloud = keystone.load(Path(hv["ha_secrets_dir"]) / "clouds.yaml")
-        port = urlsplit(cloud.auth_url).port
-        return cls(cloud, {n: f"http://{h['ha_addresses']['internal']}:{port}"
-                           for n, h in inv.items()}, **kw)
+        own Keystones behind HAProxy."""
+        cloud = keystone.load(inv.secrets_dir / "clouds.yaml")
+        port = inv.backend_port("keystone")
+        return cls(cloud, {n: f"http://{a}:{port}" for n, a in inv.addresses().items()},
+                   **kw)
 
     def _workers(self) -> list[Callable[[], None]]:
         return [self._loop] * self.workers

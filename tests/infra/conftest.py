@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import testinfra
-import yaml
 
 from halab.cluster import crm, services
-from halab.cluster.declared import declared, secret, shared, vip  # noqa: F401 - for the tests
+from halab.cluster.declared import Declared
 from halab.lab import poll
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,9 +22,9 @@ INVENTORY = os.environ.get("HALAB_INVENTORY", str(ROOT / "inventory" / "lab"))
 
 
 @pytest.fixture(scope="session")
-def inventory() -> dict:
+def inventory() -> Declared:
     """Each controller's cluster variables, templated as the playbooks see them."""
-    return declared(INVENTORY)
+    return Declared.load(INVENTORY)
 
 
 @pytest.fixture(scope="session")
@@ -41,14 +40,6 @@ def any_node(nodes):
     return next(iter(nodes.values()))
 
 
-def setting(hostvars: dict, role: str, name: str):
-    """A role variable as the play sees it: the inventory's value, else the role default."""
-    if name in hostvars:
-        return hostvars[name]
-    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
-    return defaults[name]
-
-
 def wait_for(condition, timeout: float, interval: float = 1.0, what: str = "condition"):
     """poll.until failing the test at the deadline."""
     return poll.until(condition, timeout, what, interval, error=pytest.fail.Exception)
@@ -57,8 +48,9 @@ def wait_for(condition, timeout: float, interval: float = 1.0, what: str = "cond
 def haproxy_servers(inventory, proxy: str) -> dict[str, dict]:
     """Rows of HAProxy's CSV stats for one listener, by server name (the stats page on
     the internal VIP)."""
-    return services.haproxy_backends(vip(inventory, "internal_api"),
-                                     secret(inventory, "haproxy_stats_password")).get(proxy, {})
+    address, port = inventory.stats
+    return services.haproxy_backends(address, inventory.secret("haproxy_stats_password"),
+                                     port).get(proxy, {})
 
 
 def cluster_state(node) -> dict:
@@ -75,7 +67,7 @@ def healthy(node, inventory, clean: bool = False) -> dict | None:
         st = cluster_state(node)
     except Exception:  # a node mid-restart answers nothing useful
         return None
-    hv, names = shared(inventory), set(inventory)
+    hv, names = inventory.shared, set(inventory)
     if crm.unhealthy(st, hv, names) is None:
         return st if crm.dc_idle(node.run(crm.DC_STATE).stdout) else None
     if clean and st["failures"] and crm.unhealthy({**st, "failures": []}, hv, names) is None:

@@ -5,16 +5,10 @@ from __future__ import annotations
 import errno
 import socket
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from urllib import error, request
 
 import pytest
-from conftest import cluster_state, setting, shared
-from conftest import vip as vip_address
-
-
-def any_vars(inventory) -> dict:
-    return shared(inventory)
+from conftest import cluster_state
 
 
 def vip_holders(nodes) -> dict[str, list[str]]:
@@ -29,14 +23,8 @@ def vip_holders(nodes) -> dict[str, list[str]]:
 
 
 def stats_url(inventory) -> str:
-    hv = any_vars(inventory)
-    vip = next(v["address"] for v in hv["ha_vips"] if v["name"] == hv["haproxy_stats_vip"])
-    return f"http://{vip}:1993/"
-
-
-def stats_password(inventory) -> str:
-    path = Path(any_vars(inventory)["ha_secrets_dir"]) / "haproxy_stats_password"
-    return path.read_text().strip()
+    address, port = inventory.stats
+    return f"http://{address}:{port}/"
 
 
 def http_status(url: str, user: str | None = None, password: str | None = None) -> int:
@@ -56,65 +44,64 @@ def http_status(url: str, user: str | None = None, password: str | None = None) 
 
 def test_every_vip_is_up_on_exactly_one_node(nodes, inventory):
     held = vip_holders(nodes)
-    for vip in any_vars(inventory)["ha_vips"]:
-        assert len(held.get(vip["address"], [])) == 1, vip
+    for name, address in inventory.vips().items():
+        assert len(held.get(address, [])) == 1, name
 
 
 def test_pacemaker_and_the_kernel_agree_on_vip_owners(nodes, any_node, inventory):
     held = vip_holders(nodes)
     started = cluster_state(any_node)["started"]
-    for vip in any_vars(inventory)["ha_vips"]:
-        assert started[f"ip-{vip['address']}"] == held[vip["address"]]
+    for name, address in inventory.vips().items():
+        assert started[inventory.vip_resource(name)] == held[address], name
 
 
 def test_vips_are_not_all_on_one_controller(nodes, inventory):
     # A fresh placement spreads them one per node (tests/unit/test_scheduler.py); after
     # failovers stickiness keeps them where they went, so only "not all on one" holds.
     held = vip_holders(nodes)
-    owners = {held[v["address"]][0] for v in any_vars(inventory)["ha_vips"]}
+    owners = {held[address][0] for address in inventory.vips().values()}
     assert len(owners) > 1
 
 
 def test_every_vip_answers_from_the_host(inventory):
     # Each VIP on a port HAProxy serves there (the firewall drops the others).
-    hv = any_vars(inventory)
-    for vip in hv["ha_vips"]:
-        port = next(svc["port"] for svc in hv["haproxy_services"] if vip["name"] in svc["vips"])
+    for name, address in inventory.vips().items():
+        port = next(svc["port"] for svc in inventory.shared["haproxy_services"]
+                    if name in svc["vips"])
         s = socket.socket()
         s.settimeout(3)
         try:
-            code = s.connect_ex((vip["address"], port))
+            code = s.connect_ex((address, port))
         finally:
             s.close()
-        assert code == 0, (vip, port, errno.errorcode.get(code, code))
+        assert code == 0, (name, port, errno.errorcode.get(code, code))
 
 
 def test_stats_page_answers_on_the_vip_and_needs_its_password(inventory):
     url = stats_url(inventory)
     assert http_status(url) == 401
     assert http_status(url, "admin", "wrong-password") == 401
-    assert http_status(url, "admin", stats_password(inventory)) == 200
+    assert http_status(url, "admin", inventory.secret("haproxy_stats_password")) == 200
 
 
 def test_health_endpoint_answers_on_its_vips(inventory):
-    hv = any_vars(inventory)
-    held = {v["name"] for v in hv["ha_vips"]}  # keepalived's ha_peer_vips: benchmark only
+    hv = inventory.shared
+    held = set(inventory.vips())  # keepalived's ha_peer_vips: benchmark only
     assert held & set(hv["haproxy_monitor_vips"])
-    port = setting(hv, "haproxy", "haproxy_monitor_port")
+    port = inventory.setting("haproxy", "haproxy_monitor_port")
     for name in sorted(held & set(hv["haproxy_monitor_vips"])):
-        url = f"http://{vip_address(inventory, name)}:{port}/healthz"
+        url = f"http://{inventory.vip(name)}:{port}/healthz"
         assert http_status(url) == 200, url
         assert http_status(url.replace("/healthz", "/other")) == 503, url
 
 
 def test_haproxy_listens_on_the_vip_on_every_node(host, inventory):
-    hv = any_vars(inventory)
-    vip = next(v["address"] for v in hv["ha_vips"] if v["name"] == hv["haproxy_stats_vip"])
-    assert host.socket(f"tcp://{vip}:1993").is_listening
-    for svc in hv["haproxy_services"]:
+    address, port = inventory.stats
+    assert host.socket(f"tcp://{address}:{port}").is_listening
+    for svc in inventory.shared["haproxy_services"]:
         for name in svc["vips"]:
-            addr = next(v["address"] for v in hv["ha_vips"] if v["name"] == name)
-            assert host.socket(f"tcp://{addr}:{svc['port']}").is_listening, svc["name"]
+            address = inventory.vip(name)
+            assert host.socket(f"tcp://{address}:{svc['port']}").is_listening, svc["name"]
 
 
 def test_haproxy_config_is_valid(host):
@@ -162,8 +149,8 @@ def test_constraints_as_declared(any_node, inventory):
     orders = {(o.get("first"), o.get("then"), o.get("kind")) for o in xml.iter("rsc_order")}
     colocs = {(c.get("rsc"), c.get("with-rsc"), c.get("score"))
               for c in xml.iter("rsc_colocation")}
-    for vip in any_vars(inventory)["ha_vips"]:
-        rsc = f"ip-{vip['address']}"
+    for name in inventory.vips():
+        rsc = inventory.vip_resource(name)
         assert (rsc, "haproxy-clone", "Optional") in orders
         assert (rsc, "haproxy-clone", "INFINITY") in colocs
     rules = {}

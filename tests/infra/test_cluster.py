@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import setting, shared
 
 from halab.cluster import crm
 from halab.lab import nodes, topology
@@ -32,7 +31,7 @@ def test_every_node_sees_the_same_membership(nodes, inventory):
 
 def test_corosync_uses_knet_with_crypto(host, inventory):
     hv = inventory[host.backend.get_hostname()]
-    crypto = setting(hv, "pacemaker", "pacemaker_crypto")
+    crypto = inventory.setting("pacemaker", "pacemaker_crypto")
     assert crypto["cipher"] != "none" and crypto["hash"] != "none"
     cmap = host.check_output("corosync-cmapctl totem")
     assert "totem.transport (str) = knet" in cmap
@@ -103,7 +102,7 @@ def test_no_default_corosync_config_left(host):
 
 
 def test_cluster_properties_applied(any_node, inventory):
-    declared = shared(inventory)["pacemaker_properties"]
+    declared = inventory.shared["pacemaker_properties"]
     for name, value in declared.items():
         got = any_node.check_output(
             f"crm_attribute --type crm_config --name {name} --query --quiet"
@@ -112,7 +111,7 @@ def test_cluster_properties_applied(any_node, inventory):
 
 
 def test_resource_defaults_applied(any_node, inventory):
-    declared = shared(inventory)["pacemaker_resource_defaults"]
+    declared = inventory.shared["pacemaker_resource_defaults"]
     shown = any_node.check_output("pcs resource defaults")
     for name, value in declared.items():
         assert f"{name}={value}" in shown
@@ -128,7 +127,7 @@ def test_node_role_attributes(any_node, inventory):
 
 
 def test_cib_resources_are_exactly_the_declared_ones(any_node, inventory):
-    hv = shared(inventory)
+    hv = inventory.shared
     xml = ET.fromstring(any_node.check_output("cibadmin --query --scope resources"))
     live = {p.get("id") for p in xml.iter("primitive")}
     assert live == {r["id"] for r in hv["pacemaker_resources"]} | {
@@ -144,7 +143,7 @@ def test_cib_resources_are_exactly_the_declared_ones(any_node, inventory):
 
 
 def test_fencing_is_on_with_one_device_per_node_never_on_its_target(any_node, inventory):
-    hv = shared(inventory)
+    hv = inventory.shared
     if not hv.get("ha_fencing"):
         assert any_node.check_output(
             "crm_attribute --type crm_config --name stonith-enabled --query --quiet") == "false"

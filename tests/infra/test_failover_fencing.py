@@ -13,8 +13,6 @@ from conftest import (
     fenced_since,
     halab,
     init_pid,
-    shared,
-    vip,
     wait_for,
     wait_healthy,
 )
@@ -23,7 +21,7 @@ from conftest import (
 @pytest.fixture
 def gate(any_node, inventory, nodes):
     """Healthy before; healed, switch on and healthy after, whatever happened."""
-    if not shared(inventory).get("ha_fencing"):
+    if not inventory.shared.get("ha_fencing"):
         pytest.skip("this inventory declares no fencing")
     wait_healthy(any_node, inventory)
     yield
@@ -62,7 +60,7 @@ def start_time(node, rsc: str, on: str) -> float | None:
 
 
 def test_partition_the_majority_fences_before_it_recovers(gate, any_node, nodes, inventory):
-    rsc = f"ip-{vip(inventory, 'internal_api')}"
+    rsc = inventory.vip_resource("internal_api")
     victim = cluster_state(any_node)["started"][rsc][0]
     observer = next(n for name, n in nodes.items() if name != victim)
     before_pid, since = init_pid(victim), time.time()
@@ -104,7 +102,7 @@ def test_a_node_whose_corosync_dies_is_fenced(gate, nodes, inventory):
 
 def test_without_fencing_the_cluster_does_not_recover_a_lost_node(gate, any_node, nodes,
                                                                      inventory):
-    rsc = f"ip-{vip(inventory, 'internal_api')}"
+    rsc = inventory.vip_resource("internal_api")
     victim = cluster_state(any_node)["started"][rsc][0]
     observer = next(n for name, n in nodes.items() if name != victim)
     since = time.time()

@@ -15,19 +15,14 @@ from pathlib import Path
 from urllib import request
 
 import pytest
-from conftest import cluster_state, haproxy_servers, setting, shared, vip, wait_for
+from conftest import cluster_state, haproxy_servers, wait_for
 
 from halab.cluster import keystone
 
 
 @pytest.fixture(scope="module")
-def hv(inventory) -> dict:
-    return shared(inventory)
-
-
-@pytest.fixture(scope="module")
-def clouds(hv) -> Path:
-    return Path(hv["ha_secrets_dir"]) / "clouds.yaml"
+def clouds(inventory) -> Path:
+    return inventory.secrets_dir / "clouds.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +30,8 @@ def cloud(clouds) -> keystone.Cloud:
     return keystone.load(clouds)
 
 
-def port(hv) -> int:
-    return setting(hv, "keystone", "keystone_port")
+def port(inventory) -> int:
+    return inventory.setting("keystone", "keystone_port")
 
 
 def openstack(clouds: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -56,11 +51,11 @@ def test_only_pacemaker_starts_keystone(host):
     assert host.service("keystone").is_running
 
 
-def test_uwsgi_listens_on_the_node_address_not_the_vips(host, inventory, hv):
+def test_uwsgi_listens_on_the_node_address_not_the_vips(host, inventory):
     addresses = inventory[host.backend.get_hostname()]["ha_addresses"]
-    assert host.socket(f"tcp://{addresses['internal']}:{port(hv)}").is_listening
-    assert not host.socket(f"tcp://0.0.0.0:{port(hv)}").is_listening
-    assert not host.socket(f"tcp://{addresses['external']}:{port(hv)}").is_listening
+    assert host.socket(f"tcp://{addresses['internal']}:{port(inventory)}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{port(inventory)}").is_listening
+    assert not host.socket(f"tcp://{addresses['external']}:{port(inventory)}").is_listening
 
 
 def test_keystone_is_ordered_after_galera_promotion_and_memcached(any_node):
@@ -81,30 +76,30 @@ def test_haproxy_checks_every_keystone_backend_over_http(inventory):
 
 
 @pytest.mark.parametrize("vip_name, scheme", [("public", "https"), ("internal_api", "http")])
-def test_token_issue_through_each_vip(cloud, inventory, hv, vip_name, scheme):
-    target = cloud.at(f"{scheme}://{vip(inventory, vip_name)}:{port(hv)}")
+def test_token_issue_through_each_vip(cloud, inventory, vip_name, scheme):
+    target = cloud.at(f"{scheme}://{inventory.vip(vip_name)}:{port(inventory)}")
     token, body = keystone.issue(target)
     assert token, f"no token through {target.auth_url}"
     assert body["token"]["project"]["name"] == cloud.project
     assert keystone.validate(target.auth_url, token, cacert=target.cacert) == 200
 
 
-def test_the_public_endpoint_is_tls_with_the_lab_ca_and_only_tls(cloud, inventory, hv):
-    address = vip(inventory, "public")
-    assert cloud.auth_url == f"https://{address}:{port(hv)}/v3"
-    assert cloud.cacert == str(Path(hv["ha_secrets_dir"]) / "tls" / "ca.crt")
-    with socket.create_connection((address, port(hv)), timeout=5) as raw, \
+def test_the_public_endpoint_is_tls_with_the_lab_ca_and_only_tls(cloud, inventory):
+    address = inventory.vip("public")
+    assert cloud.auth_url == f"https://{address}:{port(inventory)}/v3"
+    assert cloud.cacert == str(inventory.secrets_dir / "tls" / "ca.crt")
+    with socket.create_connection((address, port(inventory)), timeout=5) as raw, \
             keystone.tls(cloud.cacert).wrap_socket(raw, server_hostname=address) as conn:
         assert conn.version() in ("TLSv1.2", "TLSv1.3")
         names = conn.getpeercert()["subjectAltName"]
     assert ("IP Address", address) in names
     # The system's CAs do not know the lab's: a client without the CA refuses the server.
     with pytest.raises(ssl.SSLCertVerificationError), \
-            socket.create_connection((address, port(hv)), timeout=5) as raw, \
+            socket.create_connection((address, port(inventory)), timeout=5) as raw, \
             ssl.create_default_context().wrap_socket(raw, server_hostname=address):
         pass
     # Plain HTTP to the TLS port gets no API answer.
-    assert keystone.answers(f"http://{address}:{port(hv)}/v3", timeout=5)[0] in (0, 400)
+    assert keystone.answers(f"http://{address}:{port(inventory)}/v3", timeout=5)[0] in (0, 400)
 
 
 def test_keystone_believes_haproxy_not_the_clients_forwarded_headers(cloud):
@@ -119,8 +114,8 @@ def test_keystone_believes_haproxy_not_the_clients_forwarded_headers(cloud):
         cloud.auth_url}
 
 
-def test_every_node_accepts_the_tokens_of_every_other(cloud, inventory, hv):
-    urls = {n: f"http://{h['ha_addresses']['internal']}:{port(hv)}" for n, h in inventory.items()}
+def test_every_node_accepts_the_tokens_of_every_other(cloud, inventory):
+    urls = {n: f"http://{a}:{port(inventory)}" for n, a in inventory.addresses().items()}
     for issuer, url in urls.items():
         token, _ = keystone.issue(cloud.at(url))
         assert token, issuer
@@ -142,19 +137,19 @@ def test_fernet_and_credential_keys_are_identical_on_every_node(nodes):
         assert len(next(iter(seen.values())).splitlines()) >= 2  # staged and primary
 
 
-def test_openstack_client_from_the_host(clouds, inventory, hv):
+def test_openstack_client_from_the_host(clouds, inventory):
     issued = openstack(clouds, "token", "issue")
     assert issued.returncode == 0, issued.stderr
     assert json.loads(issued.stdout)["id"]
     listed = openstack(clouds, "endpoint", "list")
     assert listed.returncode == 0, listed.stderr
     urls = {(e["Interface"], e["URL"]) for e in json.loads(listed.stdout)}
-    public = f"https://{vip(inventory, 'public')}:{port(hv)}/v3"
-    internal = f"http://{vip(inventory, 'internal_api')}:{port(hv)}/v3"
+    public = f"https://{inventory.vip('public')}:{port(inventory)}/v3"
+    internal = f"http://{inventory.vip('internal_api')}:{port(inventory)}/v3"
     assert {("public", public), ("internal", internal), ("admin", internal)} <= urls
 
 
-def test_no_default_credentials(cloud, clouds, hv):
+def test_no_default_credentials(cloud, clouds):
     for password in ("admin", "password", "secret", "openstack", ""):
         guess = keystone.Cloud(cloud.auth_url, cloud.username, password, cloud.project)
         assert keystone.issue(guess)[0] is None, f"admin/{password!r} works"
@@ -169,11 +164,11 @@ def test_keystone_conf_is_not_world_readable(host):
     assert "connection = mysql+pymysql://keystone:" in f.content_string
 
 
-def test_a_draining_node_leaves_haproxy_and_comes_back(nodes, inventory, cloud, hv):
+def test_a_draining_node_leaves_haproxy_and_comes_back(nodes, inventory, cloud):
     """The stop's drain file fails /healthcheck: HAProxy takes the node out while
     tokens keep coming through the VIP; without the file it is back."""
     name, node = next(iter(nodes.items()))
-    drain = setting(hv, "keystone", "keystone_drain_file")
+    drain = inventory.setting("keystone", "keystone_drain_file")
 
     def status() -> str:
         return haproxy_servers(inventory, "keystone")[name]["status"]

@@ -142,9 +142,8 @@ def test_a_port_scan_finds_exactly_the_declared_services(nodes, inventory):
             declared_ports.setdefault(address, set()).update(
                 single.get(address, set()) | ranged.get(address, set()))
         serving |= {(a, p) for a, p, _ in listeners(node)}
-    hv = declared.shared(inventory)
     addresses = sorted({a for h in inventory.values() for a in h["ha_addresses"].values()}
-                       | {v["address"] for v in hv["ha_vips"]}, key=ipaddress.ip_address)
+                       | set(inventory.vips().values()), key=ipaddress.ip_address)
     found = scan(addresses)
     expected = {a: {p for p in fixed.get(a, set()) if (a, p) in serving} for a in addresses}
     undeclared = {a: sorted(found[a] - declared_ports.get(a, set())) for a in addresses

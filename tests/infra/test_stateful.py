@@ -12,13 +12,13 @@ import pika
 import pymysql
 import pytest
 import redis
-from conftest import cluster_state, haproxy_servers, secret, shared, vip, wait_for
+from conftest import cluster_state, haproxy_servers, wait_for
 
 # ---------------------------------------------------------------- Galera
 
 
 def mysql(inventory, host: str, **kw) -> pymysql.Connection:
-    return pymysql.connect(host=host, user="halab", password=secret(inventory, "galera_user_halab"),
+    return pymysql.connect(host=host, user="halab", password=inventory.secret("galera_user_halab"),
                            database="halab", connect_timeout=5, autocommit=True, **kw)
 
 
@@ -53,7 +53,7 @@ def test_galera_settings_an_operator_expects(host):
 
 def test_a_write_through_the_mysql_vip_is_readable_on_every_node(inventory):
     token = uuid.uuid4().hex
-    with mysql(inventory, vip(inventory, "internal_api")) as conn, conn.cursor() as cur:
+    with mysql(inventory, inventory.vip("internal_api")) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS probe (id VARCHAR(32) PRIMARY KEY)")
         cur.execute("INSERT INTO probe VALUES (%s)", (token,))
     for hv in inventory.values():
@@ -93,8 +93,8 @@ def test_mysql_listener_has_one_active_backend_and_the_others_backup(inventory):
 def test_no_anonymous_users_and_root_only_on_the_socket(any_node, inventory):
     anonymous = "mysql -Nse \"SELECT COUNT(*) FROM mysql.user WHERE user=''\""
     assert any_node.check_output(anonymous) == "0"
-    direct = shared(inventory)["ha_addresses"]["internal"]
-    for host in (vip(inventory, "internal_api"), direct):
+    direct = inventory.shared["ha_addresses"]["internal"]
+    for host in (inventory.vip("internal_api"), direct):
         with pytest.raises(pymysql.err.OperationalError):
             pymysql.connect(host=host, user="root", password="", connect_timeout=5)
 
@@ -103,7 +103,7 @@ def test_no_anonymous_users_and_root_only_on_the_socket(any_node, inventory):
 
 
 def redis_at(inventory, host: str) -> redis.Redis:
-    return redis.Redis(host=host, password=secret(inventory, "redis_password"),
+    return redis.Redis(host=host, password=inventory.secret("redis_password"),
                        socket_timeout=5, socket_connect_timeout=5)
 
 
@@ -130,7 +130,7 @@ def test_redis_replicas_are_linked_to_the_master(any_node, inventory):
 
 def test_a_write_through_the_redis_vip_reaches_every_replica(any_node, inventory):
     key, value = f"halab:{uuid.uuid4().hex}", uuid.uuid4().hex
-    client = redis_at(inventory, vip(inventory, "redis"))
+    client = redis_at(inventory, inventory.vip("redis"))
     assert client.set(key, value)
     assert client.execute_command("WAIT", len(inventory) - 1, 5000) == len(inventory) - 1
     for name in cluster_state(any_node)["roles"]["redis-master"]["Unpromoted"]:
@@ -145,7 +145,7 @@ def test_redis_listener_marks_only_the_master_up(any_node, inventory):
 
 
 def test_redis_refuses_clients_without_the_password(inventory):
-    bare = redis.Redis(host=vip(inventory, "redis"), socket_timeout=5)
+    bare = redis.Redis(host=inventory.vip("redis"), socket_timeout=5)
     with pytest.raises(redis.exceptions.AuthenticationError):
         bare.set("halab:nopass", "x")
 
@@ -154,7 +154,7 @@ def test_redis_refuses_clients_without_the_password(inventory):
 
 
 def amqp(inventory, host: str, user: str = "openstack", password: str | None = None):
-    password = password if password is not None else secret(inventory, "rabbitmq_user_openstack")
+    password = password if password is not None else inventory.secret("rabbitmq_user_openstack")
     params = pika.ConnectionParameters(host, credentials=pika.PlainCredentials(user, password),
                                        socket_timeout=5, blocked_connection_timeout=10,
                                        connection_attempts=1)
@@ -168,7 +168,7 @@ def test_rabbitmq_clone_runs_and_forms_one_cluster(host, any_node, inventory):
 
 
 def test_rabbitmq_ha_policy_applied(any_node, inventory):
-    declared = {p["name"]: p for p in shared(inventory)["rabbitmq_policies"]}
+    declared = {p["name"]: p for p in inventory.shared["rabbitmq_policies"]}
     live = json.loads(any_node.check_output("rabbitmqctl -q list_policies --formatter json"))
     assert {p["name"] for p in live} == set(declared)
     for policy in live:
@@ -209,7 +209,7 @@ def test_a_persistent_message_published_on_one_node_is_consumed_on_another(inven
 
 def test_rabbitmq_guest_is_gone(inventory):
     with pytest.raises(pika.exceptions.ProbableAuthenticationError):
-        amqp(inventory, shared(inventory)["ha_addresses"]["internal"],
+        amqp(inventory, inventory.shared["ha_addresses"]["internal"],
              user="guest", password="guest")
 
 

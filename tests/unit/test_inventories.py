@@ -204,12 +204,13 @@ def test_ipmi_fencing_for_real_machines_builds_the_right_cib(tmp_path):
 
     from ansible_collections.halab.ha.plugins.modules import pcs_cib
 
-    from halab.cluster.declared import declared
+    from halab.cluster.declared import Declared
 
     inv = fenced_example(tmp_path, "fence_ipmilan", {"username": "admin", "lanplus": "1"},
                          {"ip": "192.0.2.11{i}", "pcmk_delay_base": "{i}s"}, "s3cret")
-    data = declared(inv, ("pacemaker_stonith", "pacemaker_constraints", "pacemaker_properties"))
-    hv = next(iter(data.values()))
+    data = Declared.load(inv, ("pacemaker_stonith", "pacemaker_constraints",
+                               "pacemaker_properties"))
+    hv = data.shared
     cib = tmp_path / "cib.xml"
     empty = subprocess.run(["cibadmin", "--empty"], capture_output=True, text=True,
                            check=True).stdout

@@ -14,7 +14,7 @@ import pytest
 from ansible_collections.halab.ha.plugins.modules import pcs_cib
 
 from halab.cluster import crm
-from halab.cluster.declared import declared
+from halab.cluster.declared import Declared
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTROLLERS = ["overcloud-controller-0", "overcloud-controller-1", "overcloud-controller-2"]
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def data():
-    return declared(ROOT / "inventory" / "lab")
+    return Declared.load(ROOT / "inventory" / "lab")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_keystone_waits_for_its_nodes_galera_promotion(started, steady):
 
 
 def vip_ids(data) -> list[str]:
-    return [f"ip-{v['address']}" for v in data[CONTROLLERS[0]]["ha_vips"]]
+    return [data.vip_resource(name) for name in data.vips()]
 
 
 def test_clones_run_on_every_controller_and_never_on_a_node_without_the_role(steady, data):

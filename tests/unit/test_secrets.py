@@ -40,7 +40,7 @@ def test_scrub_replaces_values_by_names(tmp_path):
 
 def test_a_secret_shows_its_name_in_repr_and_its_value_in_use(tmp_path):
     d = secrets_dir(tmp_path)
-    value = declared.secret({"h": {"ha_secrets_dir": str(d)}}, "redis_password")
+    value = declared.Declared({"h": {"ha_secrets_dir": str(d)}}).secret("redis_password")
     assert value == "r3dis-pass-0123456789"
     assert f"{value}" == "r3dis-pass-0123456789"
     assert "r3dis" not in repr(value) and "r3dis" not in repr([value])
