@@ -122,3 +122,70 @@ def test_without_fencing_the_cluster_does_not_recover_a_lost_node(gate, any_node
              f"{victim} fenced once the switch is back")
     wait_for(lambda: [n for n in cluster_state(observer)["started"].get(rsc, []) if n != victim],
              120, 1, f"{rsc} recovered")
+
+
+# Holds a row lock in an open transaction, then idles: the password comes on stdin.
+HOLD_LOCK = """
+import sys, time, pymysql
+c = pymysql.connect(host=sys.argv[1], user="halab", password=sys.stdin.readline().strip(),
+                    database="halab")
+c.begin()
+c.cursor().execute("SELECT v FROM halab_orphan WHERE id = 1 FOR UPDATE")
+print("locked", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_transaction_whose_client_lost_power_frees_its_locks(gate, any_node, inventory):
+    """A client that dies mid-transaction (here: on a node that loses power, as the
+    VIP owner's HAProxy does) leaves its session open on the writer with its row locks,
+    until the writer's kernel learns the peer is gone: idle, not before wait_timeout
+    (8 h) without TCP keepalives (galera_tcp_keepalive)."""
+    import subprocess
+
+    import pymysql
+
+    from halab.lab import nodes, topology
+
+    password = inventory.secret("galera_user_halab")
+
+    def connect(host: str, timeout: float = 3) -> pymysql.Connection:
+        return pymysql.connect(host=host, port=inventory.port("mysql"), user="halab",
+                               password=password, database="halab", autocommit=True,
+                               connect_timeout=timeout, read_timeout=timeout,
+                               write_timeout=timeout)
+
+    with connect(inventory.vip("internal_api")) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS halab_orphan (id INT PRIMARY KEY, v INT)")
+        cur.execute("INSERT IGNORE INTO halab_orphan VALUES (1, 0)")
+        cur.execute("SELECT @@hostname")
+        writer = cur.fetchone()[0]
+    victim = next(n for n in inventory if n != writer)
+    holder = subprocess.Popen(
+        [*nodes.ssh_command(topology.node(victim)), "python3", "-c", f"'{HOLD_LOCK}'",
+         inventory.addresses()[writer]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdin.write(f"{password}\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        halab("kill", victim)
+
+        def lock_free() -> bool:
+            try:
+                with connect(inventory.vip("internal_api"), 2) as conn, conn.cursor() as cur:
+                    cur.execute("SET SESSION innodb_lock_wait_timeout = 1")
+                    conn.begin()
+                    cur.execute("SELECT v FROM halab_orphan WHERE id = 1 FOR UPDATE")
+                    conn.rollback()
+                return True
+            except pymysql.MySQLError:
+                return False
+
+        wait_for(lock_free, 30, 0.5, f"the lock {victim}'s dead client held on {writer}")
+        print(f"\n{victim} lost power holding a lock on {writer}: free after "
+              f"{time.monotonic() - t0:.1f}s")
+    finally:
+        holder.kill()
+        holder.wait()
