@@ -33,7 +33,7 @@ host-deps: $(VENV)/.installed
 	    --no-install-recommends $$missing >/dev/null; fi
 
 # The virtualenv needs python3-venv on Debian, so apt goes first. ansible-core plus the
-# four collections the roles call (collections/requirements.yml): Galaxy is not
+# five collections the roles call (collections/requirements.yml): Galaxy is not
 # reachable here, so they come out of the PyPI `ansible` bundle, which is downloaded
 # (54 MB) but not installed (470 MB, about fifty collections).
 ANSIBLE_BUNDLE := ansible==12.3.0
