@@ -9,10 +9,11 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Host packages: nspawn and the image builder, pcs/crm_* for the offline CIB tier,
 # ssh for Ansible, python3-venv for the virtualenv on a fresh Debian, vagrant to
 # validate the Vagrantfile, the openstack client for the lab's APIs, nmap for the
-# firewall test's port scan.
+# firewall test's port scan, fence-agents and nftables for the failover catalogue's
+# remote faults (the fence agent runs here; the partition's rules are checked here).
 HOST_PACKAGES := systemd-container mmdebstrap dpkg-dev iproute2 util-linux openssh-client \
 	pcs pacemaker-cli-utils resource-agents python3-venv vagrant vagrant-libvirt \
-	python3-openstackclient nmap
+	python3-openstackclient nmap fence-agents nftables
 
 .PHONY: lab test host-deps lint unit molecule verify down status clean failover-report
 
@@ -74,9 +75,16 @@ molecule: host-deps
 	  [ ! -f reports/bundles/bundles.txt ] || { echo "bundles:"; cat reports/bundles/bundles.txt; }; \
 	  exit 1; }
 
-verify: host-deps ## the testinfra suite against a running lab
-	pytest tests/infra -p no:cacheprovider --hosts=ansible://controllers \
-	  --ansible-inventory=inventory/lab -q
+# INVENTORY: any cluster's (Vagrant, your own machines); the lab's by default. Off the
+# lab, faults go through the remote backend and need YES=1 (or ha_failover_allowed).
+INVENTORY ?= inventory/lab
+FAULTS ?=
+YES ?=
+FAILOVER_ARGS = --inventory $(INVENTORY) $(if $(FAULTS),--faults $(FAULTS)) $(if $(YES),--yes)
+
+verify: host-deps ## the testinfra suite against a running cluster (INVENTORY=...)
+	HALAB_INVENTORY=$(abspath $(INVENTORY)) HALAB_FAILOVER_YES=$(YES) pytest tests/infra \
+	  -p no:cacheprovider --hosts=ansible://controllers --ansible-inventory=$(INVENTORY) -q
 
 # Each report scenario RUNS times under each corosync token (default: corosync's own).
 # PEER=keepalived: keepalived holds ha_peer_vips during the report, measured beside
@@ -87,12 +95,14 @@ TOKENS ?= default 1000
 PEER ?=
 failover-report: host-deps ## failover figures: reports/failover-<time>.{json,md,png}
 ifeq ($(PEER),keepalived)
-	ansible-playbook playbooks/peer-keepalived.yml
-	rc=0; halab failover --peer --runs $(RUNS) $(foreach t,$(TOKENS),--token $(t)) \
-	  --out reports $(SCENARIOS) || rc=$$?; \
-	ansible-playbook playbooks/peer-keepalived.yml -e keepalived_state=absent; exit $$rc
+	ansible-playbook -i $(INVENTORY) playbooks/peer-keepalived.yml
+	rc=0; halab failover $(FAILOVER_ARGS) --peer --runs $(RUNS) \
+	  $(foreach t,$(TOKENS),--token $(t)) --out reports $(SCENARIOS) || rc=$$?; \
+	ansible-playbook -i $(INVENTORY) playbooks/peer-keepalived.yml \
+	  -e keepalived_state=absent; exit $$rc
 else ifeq ($(PEER),)
-	halab failover --runs $(RUNS) $(foreach t,$(TOKENS),--token $(t)) --out reports $(SCENARIOS)
+	halab failover $(FAILOVER_ARGS) --runs $(RUNS) $(foreach t,$(TOKENS),--token $(t)) \
+	  --out reports $(SCENARIOS)
 else
 	$(error PEER must be empty or keepalived)
 endif

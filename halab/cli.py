@@ -11,12 +11,13 @@ from halab.errors import HalabError
 from halab.lab import fenced, image, lock, nodes, ops, topology
 
 
-def _lab():
-    """The running lab as the failover tools see it (the lab inventory, templated)."""
+def _cluster(inventory: str | None = None, faults: str | None = None):
+    """The cluster as the failover tools see it: an inventory (the lab's by default),
+    templated, with its fault backend."""
     from halab.cluster.declared import ROOT, Declared
     from halab.failover import catalogue
 
-    return catalogue.Lab(Declared.load(ROOT / "inventory" / "lab"))
+    return catalogue.Cluster(Declared.load(inventory or ROOT / "inventory" / "lab"), faults)
 
 
 def _token(text: str) -> int | None:
@@ -34,12 +35,17 @@ def _failover(args) -> int:
     unknown = sorted(set(names) - set(catalogue.CATALOGUE))
     if unknown:
         raise HalabError(f"unknown scenario(s): {', '.join(unknown)} (see --list)")
-    lab_ = _lab()
+    cluster = _cluster(args.inventory, args.faults)
+    if cluster.faults.kind == "lab" and os.geteuid() != 0:
+        raise HalabError("the lab's faults need root (namespaces and the nodes' processes)")
+    # Real machines: say what will be done to which host, and do it only when asked to.
+    print(catalogue.plan(cluster, names, args.runs))
+    catalogue.check_allowed(cluster, args.yes)
     tokens = ([_token(t) for t in args.token] if args.token
-              else [catalogue.declared_token(lab_)])
+              else [catalogue.declared_token(cluster)])
     if args.peer:
-        lab_.with_peer()
-    for path in catalogue.campaign(lab_, names, args.runs, tokens, args.out):
+        cluster.with_peer()
+    for path in catalogue.campaign(cluster, names, args.runs, tokens, args.out):
         print(path)
     return 0
 
@@ -78,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     fo.add_argument("--list", action="store_true", help="list the catalogue")
     fo.add_argument("--peer", action="store_true",
                     help="also probe keepalived's ha_peer_vips (playbooks/peer-keepalived.yml)")
+    fo.add_argument("--inventory", metavar="DIR",
+                    help="the cluster's Ansible inventory (default: the lab's)")
+    fo.add_argument("--faults", choices=["lab", "remote"],
+                    help="how faults are made: the lab's own, or remote (fence devices, "
+                    "nftables, ssh; the default for any inventory but the lab's)")
+    fo.add_argument("--yes", action="store_true",
+                    help="inject faults into the inventory's machines (remote faults)")
     so = sub.add_parser("soak", help="count corosync false positives: idle, then CPU-bound")
     so.add_argument("--token", default="default", metavar="MS",
                     help="corosync token timeout to test ('default' = corosync's)")
@@ -124,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             text = read(args.file)
             print(text or "no failures found")
             return 1 if text else 0
+        if args.cmd == "failover":
+            return _failover(args)
         if os.geteuid() != 0:
             raise HalabError("halab needs root (namespaces, mounts and systemd-nspawn)")
         if args.cmd == "ssh":
@@ -136,12 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             from halab.cluster import status
 
             return status.status(as_json=args.json)
-        if args.cmd == "failover":
-            return _failover(args)
         if args.cmd == "soak":
             from halab.failover import soak
 
-            print(soak.soak(_lab(), _token(args.token), args.idle, args.busy, args.out))
+            print(soak.soak(_cluster(), _token(args.token), args.idle, args.busy, args.out))
             return 0
         if args.cmd == "collect":
             from halab.cluster import collect

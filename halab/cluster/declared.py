@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from halab.cluster.remote import CONNECTION_VARS
 from halab.errors import HalabError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +27,8 @@ NAMES = (
     "pacemaker_constraints", "pacemaker_node_attributes", "haproxy_services",
     "haproxy_stats_vip", "haproxy_monitor_vips", "haproxy_monitor_port",
     "rabbitmq_policies", "rabbitmq_users", "galera_users", "ha_fencing", "firewall_services",
+    # what the failover catalogue needs to reach and fault the machines
+    "ha_fence_options", "ha_failover_fence", "ha_failover_allowed", *CONNECTION_VARS,
 )
 
 
@@ -44,6 +47,14 @@ def templated(inventory: str | Path, names: tuple[str, ...] = NAMES) -> dict[str
             raise HalabError(f"templating {inventory} failed:\n{proc.stdout[-2000:]}")
         return {p.stem: {k: v for k, v in json.loads(p.read_text()).items() if v != "__undefined__"}
                 for p in sorted(Path(tmp).glob("*.json"))}
+
+
+def vip_address(vips: list[dict], name: str) -> str:
+    """The address of the VIP called `name` in an ha_vips list."""
+    for v in vips:
+        if v["name"] == name:
+            return v["address"]
+    raise HalabError(f"the inventory declares no VIP called {name!r}")
 
 
 class Declared(Mapping[str, dict]):
@@ -82,10 +93,7 @@ class Declared(Mapping[str, dict]):
 
     def vip(self, name: str) -> str:
         """The address of the VIP called `name` in ha_vips."""
-        for v in self.shared["ha_vips"]:
-            if v["name"] == name:
-                return v["address"]
-        raise HalabError(f"the inventory declares no VIP called {name!r}")
+        return vip_address(self.shared["ha_vips"], name)
 
     def vips(self, key: str = "ha_vips") -> dict[str, str]:
         """{name: address} of ha_vips (or ha_peer_vips)."""

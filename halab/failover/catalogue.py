@@ -1,11 +1,12 @@
 """The failover catalogue: each scenario starts from a healthy cluster, injects one
 real fault, measures what clients and the cluster see while it lasts, restores, and
 waits for full health again. The testinfra catalogue asserts on the results; the
-failover report aggregates them. One implementation serves both.
+failover report aggregates them. One implementation serves both, on any cluster: the
+faults come from a backend (halab.failover.faults), the lab's own or remote.
 
-Observation is from the host: crm_mon over ssh on a surviving node, the VIPs each node
-holds read inside its network namespace (nsenter: works while a node is cut off), and
-client workloads through the VIPs (halab.failover.workloads and probe)."""
+Observation is from this machine: crm_mon over ssh on a surviving node, the VIPs each
+node holds (read even while it is cut off), and client workloads through the VIPs
+(halab.failover.workloads and probe)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from halab.cluster import crm
 from halab.cluster.declared import Declared
 from halab.errors import HalabError
-from halab.lab import lock, net, nodes, ops, poll, topology
+from halab.lab import poll
 
 SETTLE = 2.0  # a service counts as back once it has answered continuously this long
 
@@ -34,11 +35,15 @@ def wait(condition: Callable, timeout: float, what: str | Callable[[], str],
     return poll.until(condition, timeout, what, interval, error=FailoverError, progress=True)
 
 
-class Lab:
-    """The running lab from the host: commands on nodes, the cluster's state."""
+class Cluster:
+    """The cluster from this machine: commands on its nodes, its state, and the faults
+    a backend (halab.failover.faults: the lab's own, or remote) injects."""
 
-    def __init__(self, inventory: Declared):
+    def __init__(self, inventory: Declared, faults: str | None = None):
+        from halab.failover import faults as backends
+
         self.inventory = inventory
+        self.faults = backends.for_inventory(inventory, faults)
         self.names = list(inventory)
         self.hv = inventory.shared
         self.vips = inventory.vips()
@@ -51,17 +56,12 @@ class Lab:
         if not self.peer_vips:
             raise HalabError("the inventory declares no ha_peer_vips for the peer")
 
-    @staticmethod
-    def node(name: str) -> topology.Node:
-        return topology.node(name)
-
     def sh(self, name: str, command: str, timeout: float = 60,
            check: bool = True) -> subprocess.CompletedProcess[str]:
-        return nodes.ssh(self.node(name), [command], timeout=timeout, check=check)
+        return self.faults.sh(name, command, timeout=timeout, check=check)
 
     def reachable(self, name: str) -> bool:
-        node = self.node(name)
-        return nodes.is_running(node) and not net.isolated(node)
+        return self.faults.reachable(name)
 
     def output(self, name: str, command: str, timeout: float = 30) -> str | None:
         """A command's output on a node; None when the node cannot be reached or the
@@ -125,17 +125,14 @@ class Lab:
     def redis_master(self, st: dict) -> str:
         return st["roles"]["redis-master"]["Promoted"][0]
 
-    def held_vips(self, name: str, peers: bool = False) -> set[str]:
-        """Pacemaker's VIPs (with `peers`, keepalived's) configured inside the node,
-        read through its network namespace."""
-        inits = nodes.node_inits(self.node(name))
-        if not inits:
-            return set()
-        proc = subprocess.run(["nsenter", f"--target={inits[0]}", "--net",
-                               "ip", "-4", "-o", "addr", "show"],
-                              capture_output=True, text=True, timeout=5, check=False)
+    def held(self, addresses: str | None, peers: bool = False) -> set[str]:
+        """Pacemaker's VIPs (with `peers`, keepalived's) among a node's addresses."""
         wanted = self.peer_vips if peers else self.vips
-        return {a for a in wanted.values() if f" {a}/" in proc.stdout}
+        return {a for a in wanted.values() if addresses and f" {a}/" in addresses}
+
+    def held_vips(self, name: str, peers: bool = False) -> set[str]:
+        """The VIPs configured inside the node now."""
+        return self.held(self.faults.addresses(name), peers)
 
     def failcount(self, resource: str, node: str, via: str) -> int:
         out = self.sh(via, f"crm_failcount --query -r {resource} -N {node}",
@@ -154,34 +151,41 @@ class Lab:
         return []
 
     def power(self, action: str, name: str) -> None:
-        """kill, start, isolate or heal a lab node, holding the lab's lock as the CLI does."""
+        """off, on, isolate or heal a node through the fault backend."""
         try:
-            with lock.held():
-                getattr(ops, action)(topology.node(name))
+            {"off": self.faults.power_off, "on": self.faults.power_on,
+             "isolate": self.faults.isolate, "heal": self.faults.heal}[action](name)
         except HalabError as exc:
-            raise FailoverError(f"{action} {name}: {exc}") from exc
+            raise FailoverError(f"{action} {name} ({self.faults.kind} faults): {exc}") from exc
+
+    def powered(self, name: str) -> bool:
+        with contextlib.suppress(HalabError):
+            return self.faults.powered(name)
+        return False
 
 
 class VipWatch:
     """Samples which node holds each VIP, every ~100 ms, for split-brain windows."""
 
-    def __init__(self, lab: Lab, interval: float = 0.1, limit: float = 900):
-        self.lab, self.interval, self.limit = lab, interval, limit
+    def __init__(self, cluster: Cluster, interval: float = 0.1, limit: float = 900):
+        self.cluster, self.interval, self.limit = cluster, interval, limit
         self.samples: list[tuple[float, dict[str, list[str]]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         end = time.monotonic() + self.limit
-        while not self._stop.is_set() and time.monotonic() < end:
-            t = time.time()
-            held: dict[str, list[str]] = {a: [] for a in self.lab.vips.values()}
-            for name in self.lab.names:
-                with contextlib.suppress(OSError, subprocess.SubprocessError):
-                    for a in self.lab.held_vips(name):
-                        held[a].append(name)
-            self.samples.append((t, held))
-            self._stop.wait(self.interval)
+        cluster = self.cluster
+        with cluster.faults.address_feed() as addresses:
+            while not self._stop.is_set() and time.monotonic() < end:
+                t = time.time()
+                held: dict[str, list[str]] = {a: [] for a in cluster.vips.values()}
+                for name in cluster.names:
+                    with contextlib.suppress(OSError, subprocess.SubprocessError, HalabError):
+                        for a in cluster.held(addresses(name)):
+                            held[a].append(name)
+                self.samples.append((t, held))
+                self._stop.wait(self.interval)
 
     def __enter__(self) -> VipWatch:
         self._thread.start()
@@ -262,7 +266,7 @@ class Run:
     """What one scenario run saw: the report's record, and the test's verdict."""
 
     spec: Spec
-    lab: Lab
+    cluster: Cluster
     victim: str = ""
     t0: float = 0.0
     result: dict = field(default_factory=dict)
@@ -276,59 +280,96 @@ class Run:
         return round(time.time() - self.t0, 2)
 
 
-def pick(lab: Lab, target: str, st: dict) -> str:
+TARGETS = {"redis-master": "the Redis master's node", "galera-writer": "the Galera writer",
+           "dc": "the DC", "spare": "a node that is neither the DC nor the public VIP's owner"}
+
+
+def plan(cluster: Cluster, names: list[str], runs: int) -> str:
+    """What each scenario will do to which machine, before anything is done."""
+    f = cluster.faults
+    lines = [f"{len(names)} scenario(s) x {runs} run(s) on {', '.join(cluster.names)} "
+             f"({f.kind} faults); each waits for a healthy cluster first and restores "
+             "after at most a few minutes:"]
+    for name in names:
+        spec = CATALOGUE[name]
+        who = (f"the node holding the {spec.target[4:]} VIP" if spec.target.startswith("vip:")
+               else TARGETS.get(spec.target, spec.target))
+        does = {
+            "standby": f"pcs node standby {who}, then unstandby",
+            "kill": f"kill -9 {spec.process} on {who}, then pcs resource cleanup",
+            "power": f.plan(who, "power"),
+            "maintenance": f"pcs cluster stop on {who}, then start",
+            "partition": f.plan(who, "partition"),
+            "quorum": f.plan(f"every node but {who}", "power"),
+            "full": "pcs cluster stop --all, then pcs cluster start --all",
+            "rolling": "pcs cluster stop, then start, on each node in turn",
+        }[spec.kind]
+        lines.append(f"  {name}: {does}")
+    return "\n".join(lines)
+
+
+def check_allowed(cluster: Cluster, yes: bool) -> None:
+    """Faults in machines that are not the lab's only when asked for: --yes, or the
+    inventory's ha_failover_allowed."""
+    if cluster.faults.kind != "lab" and not (yes or cluster.hv.get("ha_failover_allowed")):
+        raise HalabError("refusing to inject faults into these machines without --yes "
+                         "(or ha_failover_allowed: true in the inventory)")
+
+
+def pick(cluster: Cluster, target: str, st: dict) -> str:
     if target.startswith("vip:"):
-        return lab.vip_owner(target[4:], st)
+        return cluster.vip_owner(target[4:], st)
     if target == "redis-master":
-        return lab.redis_master(st)
+        return cluster.redis_master(st)
     if target == "galera-writer":
-        return lab.names[0]  # HAProxy's active mysql backend: the others are backups
+        return cluster.names[0]  # HAProxy's active mysql backend: the others are backups
     if target == "dc":
         return st["dc"]
     # A node that is neither the DC nor holds the public VIP: its loss hurts least.
-    busy = {st["dc"], lab.vip_owner("public", st)}
-    return next((n for n in reversed(lab.names) if n not in busy), lab.names[-1])
+    busy = {st["dc"], cluster.vip_owner("public", st)}
+    return next((n for n in reversed(cluster.names) if n not in busy), cluster.names[-1])
 
 
-def _clients(lab: Lab, with_workloads: bool) -> tuple[object, dict]:
+def _clients(cluster: Cluster, with_workloads: bool) -> tuple[object, dict]:
     from halab.failover import probe, workloads
-    checks = probe.from_inventory(lab.inventory)
-    checks.update({f"{PEER}{n}": probe.healthz(lab.inventory, a)
-                   for n, a in lab.peer_vips.items()})
+    checks = probe.from_inventory(cluster.inventory)
+    checks.update({f"{PEER}{n}": probe.healthz(cluster.inventory, a)
+                   for n, a in cluster.peer_vips.items()})
     pr = probe.Probe(checks)
     loads = {}
     if with_workloads:
-        loads = {"bank": workloads.Bank.from_inventory(lab.inventory),
-                 "rabbitmq": workloads.RabbitConfirms.from_inventory(lab.inventory),
-                 "redis": workloads.RedisWait.from_inventory(lab.inventory),
-                 "keystone": workloads.Tokens.from_inventory(lab.inventory)}
+        loads = {"bank": workloads.Bank.from_inventory(cluster.inventory),
+                 "rabbitmq": workloads.RabbitConfirms.from_inventory(cluster.inventory),
+                 "redis": workloads.RedisWait.from_inventory(cluster.inventory),
+                 "keystone": workloads.Tokens.from_inventory(cluster.inventory)}
     return pr, loads
 
 
-def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
+def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> dict:
     """Run one scenario of the catalogue; returns its result (with `violations`)."""
     spec = CATALOGUE[name]
-    r = Run(spec, lab)
+    r = Run(spec, cluster)
     r.result["failed_actions_before"] = []
-    lab.wait_healthy(gate_timeout, cleaned=r.result["failed_actions_before"])
-    st = lab.state()
+    cluster.wait_healthy(gate_timeout, cleaned=r.result["failed_actions_before"])
+    st = cluster.state()
     r.result["failed_actions"] = []  # left by the fault, on any node; cleared afterwards
-    r.victim = pick(lab, spec.target, st) if spec.target else ""
+    r.victim = pick(cluster, spec.target, st) if spec.target else ""
     r.result["dc_before"] = st["dc"]  # losing the DC adds an election to the recovery
-    r.result["public_owner_before"] = lab.vip_owner("public", st)
-    pr, loads = _clients(lab, spec.workloads)
+    r.result["public_owner_before"] = cluster.vip_owner("public", st)
+    pr, loads = _clients(cluster, spec.workloads)
     pr.start()
     for w in loads.values():
         w.start()
-    watch = VipWatch(lab)
+    watch = VipWatch(cluster)
     restore: Callable[[], None] = lambda: None  # noqa: E731
     try:
         with watch:
             wait(pr.all_up, 30, lambda: f"every service answering before the fault "
                  f"(not answering: {', '.join(pr.down())})")
-            if lab.peer_vips:  # one power loss must take both kinds of VIP
+            if cluster.peer_vips:  # one power loss must take both kinds of VIP
                 owner = r.result["public_owner_before"]
-                wait(lambda: lab.held_vips(owner, peers=True) == set(lab.peer_vips.values()),
+                peers = set(cluster.peer_vips.values())
+                wait(lambda: cluster.held_vips(owner, peers=True) == peers,
                      30, f"keepalived's VIPs on {owner}, the public VIP's owner")
             r.t0 = time.time()
             restore = INJECT[spec.kind](r, st)
@@ -337,7 +378,7 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
             finally:
                 t_restore = r.result["restore_t"] = time.time()
                 restore()
-                r.result["healthy_again_s"] = round(time.time() - t_restore + lab.wait_healthy(
+                r.result["healthy_again_s"] = round(time.time() - t_restore + cluster.wait_healthy(
                     spec.timeout, cleaned=r.result["failed_actions"]), 2)
             wait(lambda: pr.up_for(SETTLE), 120, lambda: f"every service answering after "
                  f"restore (not answering now: {', '.join(pr.down()) or 'none'})")
@@ -347,9 +388,9 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
     except HalabError as exc:  # FailoverError included: a wait ran out
         r.violations.append(str(exc))
         _bundle(r, pr)  # before the restore changes what there is to see
-        with contextlib.suppress(HalabError):  # leave the lab healthy for the next one
+        with contextlib.suppress(HalabError):  # leave the cluster healthy for the next one
             restore()
-            lab.wait_healthy(spec.timeout, cleaned=r.result["failed_actions"])
+            cluster.wait_healthy(spec.timeout, cleaned=r.result["failed_actions"])
     finally:
         for w in loads.values():
             w.stop()
@@ -369,7 +410,8 @@ def run(lab: Lab, name: str, gate_timeout: float = 300) -> dict:
             r.check(not lost, f"{key} lost acknowledged data: {lost}")
         r.violations += [f"{key}: {v}" for v in r.result["data"][key].get("violations", [])]
     r.result.update(
-        scenario=name, victim=r.victim, t0=r.t0, violations=r.violations,
+        scenario=name, faults=cluster.faults.kind, victim=r.victim, t0=r.t0,
+        violations=r.violations,
         services={s: _service(pr, s, r.t0, r.result.get("restore_t")) for s in pr.names},
         samples=pr.samples_since(r.t0 - 5),
     )
@@ -433,13 +475,9 @@ def _timeline(r: Run) -> None:
     """The run's phases from the cluster's own records (journals, the fence switch's
     log), seconds from the fault; a record that cannot be read is a gap, not an error."""
     from halab.failover import timeline
-    from halab.lab import fenced
 
-    try:
-        switch_log = fenced.log_path().read_text(errors="replace")
-    except OSError:
-        switch_log = ""
-    events = timeline.collect(r.lab.output, r.lab.names, switch_log, r.t0 - 2, time.time())
+    events = timeline.collect(r.cluster.output, r.cluster.names, r.cluster.faults.records(),
+                              r.t0 - 2, time.time())
     r.result["timeline"] = phases = timeline.phases(events, r.t0, r.victim)
     # Aborts while the recovery ran: they hold every new action until those in flight end.
     until = max([v for k, v in phases.items() if k.startswith("vip_started")]
@@ -451,26 +489,26 @@ def _timeline(r: Run) -> None:
 # ---- faults: each injects and returns its restore ---------------------------------
 
 def _observer(r: Run) -> str:
-    return next(n for n in r.lab.names if n != r.victim and r.lab.reachable(n))
+    return next(n for n in r.cluster.names if n != r.victim and r.cluster.reachable(n))
 
 
 def _inject_standby(r: Run, st: dict):
-    r.lab.sh(_observer(r), f"pcs node standby {r.victim}")
-    return lambda: r.lab.sh(_observer(r), f"pcs node unstandby {r.victim}")
+    r.cluster.sh(_observer(r), f"pcs node standby {r.victim}")
+    return lambda: r.cluster.sh(_observer(r), f"pcs node unstandby {r.victim}")
 
 
 def _inject_kill(r: Run, st: dict):
-    spec, lab = r.spec, r.lab
-    r.result["failcount_before"] = lab.failcount(spec.primitive, r.victim, r.victim)
-    lab.sh(r.victim, f"kill -9 $(pidof {spec.process})")
+    spec, cluster = r.spec, r.cluster
+    r.result["failcount_before"] = cluster.failcount(spec.primitive, r.victim, r.victim)
+    cluster.sh(r.victim, f"kill -9 $(pidof {spec.process})")
 
     def restore() -> None:
-        lab.sh(_observer(r), f"pcs resource cleanup {spec.primitive} node={r.victim}")
+        cluster.sh(_observer(r), f"pcs resource cleanup {spec.primitive} node={r.victim}")
     return restore
 
 
 def _inject_power(r: Run, st: dict):
-    r.lab.power("kill", r.victim)
+    r.cluster.power("off", r.victim)
     return lambda: _power_back(r, [r.victim])
 
 
@@ -478,51 +516,70 @@ def _power_back(r: Run, victims: list[str]) -> None:
     """With fencing the cluster powers a lost node back on itself (reboot); without, the
     operator does. Either way the node must run again."""
     for name in victims:
-        st = r.lab.state(avoid=tuple(victims))
-        if r.lab.fencing and st and st["quorum"]:  # only a quorate partition fences
+        st = r.cluster.state(avoid=tuple(victims))
+        if r.cluster.fencing and st and st["quorum"]:  # only a quorate partition fences
             with contextlib.suppress(FailoverError):
-                wait(lambda n=name: nodes.is_running(r.lab.node(n)), 60,
+                wait(lambda n=name: r.cluster.powered(n), 60,
                      f"fencing to power {name} back on", interval=1)
-        if not nodes.is_running(r.lab.node(name)):
-            r.lab.power("start", name)
+        if not r.cluster.powered(name):
+            r.cluster.power("on", name)
 
 
 def _inject_maintenance(r: Run, st: dict):
-    r.lab.sh(r.victim, "pcs cluster stop")
-    return lambda: r.lab.sh(r.victim, "pcs cluster start")
+    r.cluster.sh(r.victim, "pcs cluster stop")
+    return lambda: r.cluster.sh(r.victim, "pcs cluster start")
 
 
 def _inject_partition(r: Run, st: dict):
-    r.lab.power("isolate", r.victim)
+    r.cluster.power("isolate", r.victim)
 
     def restore() -> None:
-        if r.lab.fencing:  # the node must have been fenced (and booted) before it heals
+        if r.cluster.fencing:  # the node must have been fenced (and booted) before it heals
             with contextlib.suppress(FailoverError):
-                wait(lambda: nodes.is_running(r.lab.node(r.victim)), 60,
+                wait(lambda: r.cluster.powered(r.victim), 60,
                      f"{r.victim} powered back on", interval=1)
-        r.lab.power("heal", r.victim)
-        if not nodes.is_running(r.lab.node(r.victim)):
-            r.lab.power("start", r.victim)
+        if not r.cluster.powered(r.victim):
+            r.cluster.power("on", r.victim)
+        _heal(r)
     return restore
 
 
+def _heal(r: Run, timeout: float = 180) -> None:
+    """Undo the partition once the node answers again (fenced nodes reboot first)."""
+    if r.cluster.faults.kind == "lab":
+        r.cluster.power("heal", r.victim)
+        return
+    host = r.cluster.faults.hosts[r.victim]
+    wait(host.answers, timeout, f"{r.victim}'s sshd, to remove the partition", interval=1)
+    wait(lambda: _try(lambda: r.cluster.power("heal", r.victim)), 60,
+         f"the partition removed from {r.victim}", interval=2)
+
+
+def _try(action: Callable[[], None]) -> bool:
+    try:
+        action()
+    except HalabError:
+        return False
+    return True
+
+
 def _inject_quorum(r: Run, st: dict):
-    lost = [n for n in r.lab.names if n != r.victim]
+    lost = [n for n in r.cluster.names if n != r.victim]
     r.result["lost"] = lost
     for name in lost:
-        r.lab.power("kill", name)
+        r.cluster.power("off", name)
     return lambda: _power_back(r, lost)
 
 
 def _inject_full(r: Run, st: dict):
-    r.lab.sh(r.lab.names[0], "pcs cluster stop --all", timeout=180)
+    r.cluster.sh(r.cluster.names[0], "pcs cluster stop --all", timeout=180)
 
     def restore() -> None:
-        proc = r.lab.sh(r.lab.names[0], "pcs cluster start --all", timeout=180, check=False)
+        proc = r.cluster.sh(r.cluster.names[0], "pcs cluster start --all", timeout=180, check=False)
         if proc.returncode != 0:  # pcsd right after a full stop: start each locally
             r.result["start_all_error"] = (proc.stderr or proc.stdout).strip()[-300:]
-            for name in r.lab.names:
-                r.lab.sh(name, "pcs cluster start", timeout=120, check=False)
+            for name in r.cluster.names:
+                r.cluster.sh(name, "pcs cluster start", timeout=120, check=False)
     return restore
 
 
@@ -544,7 +601,7 @@ def _services_back(r: Run, pr, timeout: float = 120) -> None:
 
 def _detected(r: Run, gone: str) -> dict:
     """Wait until a surviving node's crm_mon shows `gone` out of the cluster."""
-    st = wait(lambda: (s := r.lab.state(avoid=(gone,))) and gone not in s["online"] and s,
+    st = wait(lambda: (s := r.cluster.state(avoid=(gone,))) and gone not in s["online"] and s,
               120, f"the cluster to see {gone} gone", interval=0.2)
     r.result["detected_s"] = r.since()
     return st
@@ -553,15 +610,15 @@ def _detected(r: Run, gone: str) -> dict:
 def _moved(r: Run, before: dict, gone: str) -> dict:
     """Every VIP the lost node held runs elsewhere, Redis has a master elsewhere,
     Galera stays promoted on the rest, RabbitMQ runs on the rest."""
-    lab = r.lab
-    survivors = set(lab.names) - {gone}
+    cluster = r.cluster
+    survivors = set(cluster.names) - {gone}
 
     def settled():
-        st = lab.state(avoid=(gone,))
+        st = cluster.state(avoid=(gone,))
         if not st:
             return None
-        for name in lab.vips:
-            where = st["started"].get(lab.inventory.vip_resource(name), [])
+        for name in cluster.vips:
+            where = st["started"].get(cluster.inventory.vip_resource(name), [])
             if len(where) != 1 or where[0] == gone:
                 return None
         masters = st["roles"].get("redis-master", {}).get("Promoted", [])
@@ -571,9 +628,9 @@ def _moved(r: Run, before: dict, gone: str) -> dict:
 
     st = wait(settled, 120, f"VIPs and the Redis master away from {gone}", interval=0.3)
     r.result["vips_moved_s"] = r.since()
-    if lab.redis_master(before) == gone:
+    if cluster.redis_master(before) == gone:
         r.result["redis_promoted_s"] = r.since()
-    wait(lambda: (s := lab.state(avoid=(gone,))) and
+    wait(lambda: (s := cluster.state(avoid=(gone,))) and
          survivors <= set(s["roles"].get("galera-master", {}).get("Promoted", [])) and
          survivors <= set(s["started"].get("rabbitmq-clone", [])),
          120, "Galera promoted and RabbitMQ running on the survivors")
@@ -592,56 +649,57 @@ def _observe_standby(r: Run, before: dict, pr) -> None:
 
 
 def _observe_kill(r: Run, before: dict, pr) -> None:
-    spec, lab = r.spec, r.lab
+    spec, cluster = r.spec, r.cluster
     obs = _observer(r)
-    wait(lambda: lab.failcount(spec.primitive, r.victim, obs) > r.result["failcount_before"],
+    wait(lambda: cluster.failcount(spec.primitive, r.victim, obs) > r.result["failcount_before"],
          120, f"Pacemaker to notice {spec.process} died on {r.victim}", interval=0.3)
     r.result["detected_s"] = r.since()
     # One monitor failure; a promoted instance may add a failed demote of the dead
     # process, so the count is reported rather than required to be exactly +1.
-    r.result["failcount_after"] = lab.failcount(spec.primitive, r.victim, obs)
-    rsc = next(rs for rs in lab.hv["pacemaker_resources"] if rs["id"] == spec.primitive)
+    r.result["failcount_after"] = cluster.failcount(spec.primitive, r.victim, obs)
+    rsc = next(rs for rs in cluster.hv["pacemaker_resources"] if rs["id"] == spec.primitive)
     rid = (rsc.get("clone") or rsc.get("promotable") or rsc)["id"]
     if str((rsc.get("meta") or {}).get("migration-threshold")) == "1":
         # The failed instance stays stopped until failure-timeout (or the restore's
         # cleanup); a promoted one hands its role to another node.
         if rsc.get("promotable") and before["roles"][rid]["Promoted"] == [r.victim]:
-            wait(lambda: (s := lab.state()) and s["roles"].get(rid, {}).get("Promoted", [r.victim])
-                 [0] != r.victim, 120, f"{rid} promoted on another node than {r.victim}")
+            wait(lambda: (s := cluster.state()) and s["roles"].get(rid, {})
+                 .get("Promoted", [r.victim])[0] != r.victim, 120,
+                 f"{rid} promoted on another node than {r.victim}")
     else:
-        st = wait(lambda: (s := lab.state()) and sorted(s["started"].get(rid, [])) ==
-                  sorted(lab.names) and s, 180, f"{rid} running on every node again")
+        st = wait(lambda: (s := cluster.state()) and sorted(s["started"].get(rid, [])) ==
+                  sorted(cluster.names) and s, 180, f"{rid} running on every node again")
         r.result["resource_back_s"] = r.since()
         r.check(all(len(v) == len(set(v)) for v in st["started"].values()),
                 "an instance runs twice on one node")
-    if spec.primitive == "redis" and lab.redis_master(before) == r.victim:
+    if spec.primitive == "redis" and cluster.redis_master(before) == r.victim:
         r.result["redis_promoted_s"] = r.since()
     _services_back(r, pr)
 
 
 def _observe_partition(r: Run, before: dict, pr) -> None:
-    lab = r.lab
+    cluster = r.cluster
     _detected(r, r.victim)
-    if lab.fencing:
-        wait(lambda: lab.fenced_since(r.victim, r.t0), 120, f"{r.victim} fenced")
+    if cluster.fencing:
+        wait(lambda: cluster.fenced_since(r.victim, r.t0), 120, f"{r.victim} fenced")
         r.result["fenced_s"] = r.since()
     _moved(r, before, r.victim)
     _services_back(r, pr)
     # The cut-off node must have stopped its resources (no quorum) or been fenced.
-    wait(lambda: not lab.held_vips(r.victim), 60, f"{r.victim} to drop its VIPs")
+    wait(lambda: not cluster.held_vips(r.victim), 60, f"{r.victim} to drop its VIPs")
 
 
 def _observe_quorum(r: Run, before: dict, pr) -> None:
-    lab = r.lab
+    cluster = r.cluster
     survivor = r.victim
-    wait(lambda: (s := lab.state(prefer=survivor)) and not s["quorum"], 120,
+    wait(lambda: (s := cluster.state(prefer=survivor)) and not s["quorum"], 120,
          f"{survivor} to lose quorum", interval=0.3)
     r.result["detected_s"] = r.since()
 
     remaining: list[str] = []
 
     def stopped():
-        s = lab.state(prefer=survivor)
+        s = cluster.state(prefer=survivor)
         if not s:
             return None
         remaining[:] = sorted(rid for rid, where in s["started"].items() if survivor in where)
@@ -652,23 +710,23 @@ def _observe_quorum(r: Run, before: dict, pr) -> None:
     except FailoverError as exc:
         raise FailoverError(f"{exc}; still started there: {remaining}") from None
     r.result["survivor_stopped_s"] = r.since()
-    r.check(not lab.held_vips(survivor), f"{survivor} holds a VIP without quorum")
+    r.check(not cluster.held_vips(survivor), f"{survivor} holds a VIP without quorum")
 
 
 def _observe_full(r: Run, before: dict, pr) -> None:
-    wait(lambda: not any(r.lab.held_vips(n) for n in r.lab.names), 180,
+    wait(lambda: not any(r.cluster.held_vips(n) for n in r.cluster.names), 180,
          "every VIP down after the full stop")
     r.result["stopped_s"] = r.since()
 
 
 def _observe_rolling(r: Run, before: dict, pr) -> None:
-    lab = r.lab
-    for name in lab.names:
-        lab.sh(name, "pcs cluster stop", timeout=180)
-        wait(lambda n=name: (s := lab.state(avoid=(n,))) and n not in s["online"], 120,
+    cluster = r.cluster
+    for name in cluster.names:
+        cluster.sh(name, "pcs cluster stop", timeout=180)
+        wait(lambda n=name: (s := cluster.state(avoid=(n,))) and n not in s["online"], 120,
              f"{name} out of the cluster")
-        lab.sh(name, "pcs cluster start", timeout=180)
-        lab.wait_healthy(r.spec.timeout)
+        cluster.sh(name, "pcs cluster start", timeout=180)
+        cluster.wait_healthy(r.spec.timeout)
         r.result.setdefault("steps_s", []).append(r.since())
 
 
@@ -685,20 +743,20 @@ REPORT_SCENARIOS = ("power-loss-public-vip-owner", "power-loss-redis-master",
                     "power-loss-galera-writer", "kill-redis-master", "partition")
 
 
-def declared_token(lab: Lab) -> int | None:
+def declared_token(cluster: Cluster) -> int | None:
     """The token the inventory declares (pacemaker_totem), None for corosync's own."""
-    token = (lab.hv.get("pacemaker_totem") or {}).get("token")
+    token = (cluster.hv.get("pacemaker_totem") or {}).get("token")
     return None if token is None else int(token)
 
 
-def set_totem(lab: Lab, token_ms: int | None) -> None:
+def set_totem(cluster: Cluster, token_ms: int | None) -> None:
     """Corosync's token timeout on the running cluster (None: corosync's default)."""
     value = "" if token_ms is None else str(token_ms)
-    lab.sh(lab.names[0], f"pcs cluster config update totem token={value}")
-    lab.sh(lab.names[0], "pcs cluster reload corosync")
+    cluster.sh(cluster.names[0], f"pcs cluster config update totem token={value}")
+    cluster.sh(cluster.names[0], "pcs cluster reload corosync")
 
 
-def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None],
+def campaign(cluster: Cluster, scenarios: list[str], runs: int, totems: list[int | None],
              out_dir, log=print) -> list:
     """Every scenario `runs` times under each totem setting. Each run's result is
     appended to failover-<time>.jsonl as soon as it ends; the report is written from
@@ -712,16 +770,16 @@ def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = out / f"failover-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-    hidden = declared.secret_values(lab.inventory.secrets_dir)
+    hidden = declared.secret_values(cluster.inventory.secrets_dir)
     results: list[dict] = []
     paths: list = []
     try:
         for token in totems:
             label = "default" if token is None else f"token-{token}"
-            set_totem(lab, token)
+            set_totem(cluster, token)
             for name in scenarios:
                 for i in range(1, runs + 1):
-                    res = run(lab, name)
+                    res = run(cluster, name)
                     res.update(totem=label, run=i)
                     results.append(res)
                     with lines.open("a") as fh:
@@ -731,10 +789,10 @@ def campaign(lab: Lab, scenarios: list[str], runs: int, totems: list[int | None]
                         f"{res.get('services_back_s')}s, violations {len(res['violations'])}")
     finally:
         try:
-            set_totem(lab, declared_token(lab))
+            set_totem(cluster, declared_token(cluster))
         finally:
             if results:
-                paths = [lines, *report.write(results, out, lab.inventory.secrets_dir)]
+                paths = [lines, *report.write(results, out, cluster.inventory.secrets_dir)]
                 if len(results) < runs * len(scenarios) * len(totems):
                     log(f"campaign ended early: report of {len(results)} runs: "
                         + " ".join(map(str, paths)))

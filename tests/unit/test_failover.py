@@ -85,9 +85,9 @@ def test_fence_events_carry_epoch_seconds():
 
 
 def test_vip_watch_measures_the_longest_double_holding():
-    class FakeLab:
+    class Stand:
         vips = {"public": "a"}
-    watch = catalogue.VipWatch(FakeLab(), interval=0.1)
+    watch = catalogue.VipWatch(Stand(), interval=0.1)
     watch.samples = [(0.0, {"a": ["n0"]}), (0.1, {"a": ["n0", "n1"]}),
                      (0.2, {"a": ["n0", "n1"]}), (0.3, {"a": ["n1"]}),
                      (0.4, {"a": ["n0", "n1"]}), (0.5, {"a": ["n1"]})]
@@ -128,7 +128,7 @@ def test_the_peer_ratio_takes_each_vips_first_answer_after_the_fault():
     t0 = 1_700_000_000.0
     # keepalived's VIP back after 3.8 s, then moved once more to follow the public VIP
     pr = _probe({"public": [(0.1, 5.0)], "keepalived:peer": [(0.1, 3.8), (6.0, 6.5)]}, t0)
-    r = catalogue.Run(catalogue.CATALOGUE["power-loss-public-vip-owner"], lab=None,
+    r = catalogue.Run(catalogue.CATALOGUE["power-loss-public-vip-owner"], cluster=None,
                      victim="n0", t0=t0)
     r.result = {"public_owner_before": "n0", "services": {
         s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names}}
@@ -142,7 +142,7 @@ def test_the_peer_ratio_takes_each_vips_first_answer_after_the_fault():
 def test_no_peer_figure_when_the_fault_spared_the_vips_owner():
     t0 = 1_700_000_000.0
     pr = _probe({"public": [], "keepalived:peer": []}, t0)
-    r = catalogue.Run(catalogue.CATALOGUE["power-loss-redis-master"], lab=None,
+    r = catalogue.Run(catalogue.CATALOGUE["power-loss-redis-master"], cluster=None,
                      victim="n1", t0=t0)
     r.result = {"public_owner_before": "n0", "services": {
         s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names}}
