@@ -19,6 +19,10 @@ from halab.lab import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = os.environ.get("HALAB_INVENTORY", str(ROOT / "inventory" / "lab"))
+ON_LAB = Path(INVENTORY).resolve() == (ROOT / "inventory" / "lab").resolve()
+# Tests of the lab's own machinery (nspawn nodes, the host's power switch and state),
+# skipped when the suite runs against Vagrant VMs or real machines.
+lab_only = pytest.mark.skipif(not ON_LAB, reason="the lab's own nodes and power switch")
 
 
 @pytest.fixture(scope="session")
@@ -95,13 +99,11 @@ def halab(*args: str, timeout: float = 180) -> str:
     return proc.stdout
 
 
-def init_pid(name: str) -> str | None:
-    """The node's init as the lab recorded it: it changes on every (re)boot."""
-    path = Path(os.environ.get("HALAB_STATE_DIR", "/var/lib/halab")) / "nodes" / name / "init.pid"
-    try:
-        return path.read_text().split()[0]
-    except (OSError, IndexError):
-        return None
+def init_pid(name: str) -> int | None:
+    """The node's init while it runs: it changes on every (re)boot."""
+    from halab.lab import nodes, topology
+
+    return next(iter(nodes.node_inits(topology.node(name))), None)
 
 
 def fenced_since(node, target: str, since: float, status: str = "success") -> list[dict]:

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import lab_only
 
 from halab.cluster import crm
 from halab.lab import nodes, topology
@@ -61,6 +62,7 @@ def test_knet_link_to_every_peer_is_connected(host, inventory):
     assert status.count(" reachable") == len(inventory) - 1
 
 
+@lab_only
 def test_each_lab_node_runs_in_cgroups_of_its_own():
     """Shared, the nodes' systemds create, empty and remove each other's unit cgroups
     (219/CGROUP when a unit restarts on every node at once)."""

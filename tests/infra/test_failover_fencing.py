@@ -13,9 +13,12 @@ from conftest import (
     fenced_since,
     halab,
     init_pid,
+    lab_only,
     wait_for,
     wait_healthy,
 )
+
+pytestmark = lab_only
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.halab.ha.plugins.filter.ha_cluster import firewall_rules, port_range
+from conftest import lab_only
 
 from halab.cluster import declared
 from halab.lab import topology
@@ -53,6 +54,7 @@ def test_only_haproxy_listens_on_the_external_network_and_only_on_vips(host, inv
     assert not outside, f"on the external network besides HAProxy on a VIP: {outside}"
 
 
+@lab_only
 def test_the_labs_state_is_root_only():
     top = topology.state_dir()
     dirs = [top, top / "secrets", top / "nodes",

@@ -243,3 +243,29 @@ def test_ipmi_fencing_for_real_machines_builds_the_right_cib(tmp_path):
     assert bans == {(f"fence-{n}", n, "-INFINITY") for n in data}
     props = {nv.get("name"): nv.get("value") for nv in conf.find("crm_config").iter("nvpair")}
     assert props["stonith-enabled"] == "true"
+
+
+def test_the_vagrant_scenario_passes_molecule_s_syntax_check():
+    proc = subprocess.run(["molecule", "syntax", "-s", "vagrant"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+
+def test_the_vagrant_scenario_s_machines_are_the_vagrant_inventory_s():
+    """Names and both addresses of each VM, as inventory/vagrant declares them."""
+    scenario = yaml.safe_load((ROOT / "molecule" / "vagrant" / "molecule.yml").read_text())
+    hosts = yaml.safe_load((ROOT / "inventory" / "vagrant" / "hosts.yml").read_text())
+    nets = list(hosts["all"]["vars"]["ha_networks"])
+    declared = {name: [h["ha_addresses"][n] for n in nets]
+                for name, h in controllers(hosts).items()}
+    made = {p["name"]: [i["ip"] for i in p["interfaces"]] for p in scenario["platforms"]}
+    assert made == declared
+    assert scenario["driver"]["name"] == "vagrant"
+    assert scenario["verifier"]["env"]["HALAB_INVENTORY"].endswith("/inventory/vagrant")
+
+
+def test_nothing_of_vagrant_s_state_is_committed():
+    assert ".vagrant/" in (ROOT / ".gitignore").read_text().splitlines()
+    files = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=ROOT,
+                           check=True).stdout.splitlines()
+    assert not [f for f in files if f.startswith(".vagrant/") or "/.vagrant/" in f]
