@@ -52,7 +52,7 @@ def _services(reachable: list[topology.Node]) -> dict:
         vips = yaml.safe_load(LAB_VIPS.read_text())["ha_vips"]
         try:
             view["haproxy"] = services.haproxy_backends(
-                declared.Declared({"lab": {"ha_vips": vips}}).vip(STATS_VIP), stats)
+                declared.vip_address(vips, STATS_VIP), stats)
         except OSError as exc:
             view["haproxy_error"] = str(exc)
     for node in reachable:
