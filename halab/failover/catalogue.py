@@ -150,11 +150,12 @@ class Cluster:
                 return crm.fenced_since(proc.stdout, since, status)
         return []
 
-    def power(self, action: str, name: str) -> None:
-        """off, on, isolate or heal a node through the fault backend."""
+    def power(self, action: str, name: str) -> float | None:
+        """off, on, isolate or heal a node through the fault backend; for off and
+        isolate, when the fault took effect."""
         try:
-            {"off": self.faults.power_off, "on": self.faults.power_on,
-             "isolate": self.faults.isolate, "heal": self.faults.heal}[action](name)
+            return {"off": self.faults.power_off, "on": self.faults.power_on,
+                    "isolate": self.faults.isolate, "heal": self.faults.heal}[action](name)
         except HalabError as exc:
             raise FailoverError(f"{action} {name} ({self.faults.kind} faults): {exc}") from exc
 
@@ -507,8 +508,15 @@ def _inject_kill(r: Run, st: dict):
     return restore
 
 
+def _took_effect(r: Run, moment: float) -> None:
+    """Measure from when the fault took effect; the backend's command may take seconds
+    before it (a fence agent starting up), which is not the cluster's recovery."""
+    r.result["inject_s"] = round(moment - r.t0, 2)
+    r.t0 = moment
+
+
 def _inject_power(r: Run, st: dict):
-    r.cluster.power("off", r.victim)
+    _took_effect(r, r.cluster.power("off", r.victim))
     return lambda: _power_back(r, [r.victim])
 
 
@@ -531,7 +539,7 @@ def _inject_maintenance(r: Run, st: dict):
 
 
 def _inject_partition(r: Run, st: dict):
-    r.cluster.power("isolate", r.victim)
+    _took_effect(r, r.cluster.power("isolate", r.victim))
 
     def restore() -> None:
         if r.cluster.fencing:  # the node must have been fenced (and booted) before it heals
@@ -566,8 +574,8 @@ def _try(action: Callable[[], None]) -> bool:
 def _inject_quorum(r: Run, st: dict):
     lost = [n for n in r.cluster.names if n != r.victim]
     r.result["lost"] = lost
-    for name in lost:
-        r.cluster.power("off", name)
+    moments = [r.cluster.power("off", name) for name in lost]
+    _took_effect(r, moments[-1])  # quorum is lost with the last of them
     return lambda: _power_back(r, lost)
 
 

@@ -52,13 +52,16 @@ class Faults:
     def powered(self, name: str) -> bool:
         raise NotImplementedError
 
-    def power_off(self, name: str) -> None:
+    def power_off(self, name: str) -> float:
+        """Power the node off; returns when the fault took effect (epoch seconds): the
+        measurements count from there, not from when the command was started."""
         raise NotImplementedError
 
     def power_on(self, name: str) -> None:
         raise NotImplementedError
 
-    def isolate(self, name: str) -> None:
+    def isolate(self, name: str) -> float:
+        """Cut the node off; returns when it took effect, as power_off."""
         raise NotImplementedError
 
     def heal(self, name: str) -> None:
@@ -100,23 +103,26 @@ class LabFaults(Faults):
         from halab.lab import nodes
         return nodes.is_running(self._node(name))
 
-    def _op(self, action: str, name: str) -> None:
-        """A lab operation on a node, holding the lab's lock as the CLI does."""
+    def _op(self, action: str, name: str) -> float:
+        """A lab operation on a node, holding the lab's lock as the CLI does; the
+        operation's first step is the fault itself, so it takes effect when it starts."""
         from halab.lab import lock, ops
         try:
             with lock.held():
+                started = time.time()
                 getattr(ops, action)(self._node(name))
+                return started
         except HalabError as exc:
             raise FaultError(f"{action} {name}: {exc}") from exc
 
-    def power_off(self, name: str) -> None:
-        self._op("kill", name)
+    def power_off(self, name: str) -> float:
+        return self._op("kill", name)
 
     def power_on(self, name: str) -> None:
         self._op("start", name)
 
-    def isolate(self, name: str) -> None:
-        self._op("isolate", name)
+    def isolate(self, name: str) -> float:
+        return self._op("isolate", name)
 
     def heal(self, name: str) -> None:
         self._op("heal", name)
@@ -213,8 +219,12 @@ class RemoteFaults(Faults):
             raise FaultError(f"{self.agent()} {action} {name}: exit {proc.returncode}: "
                              f"{_last_line(proc)}")
 
-    def power_off(self, name: str) -> None:
+    def power_off(self, name: str) -> float:
+        # The agent starts, asks for the state, then switches off and waits until the
+        # device reports off: the node is off when it returns, and not long before
+        # (its start alone took 5 s on a loaded host).
         self._power(name, "off")
+        return time.time()
 
     def power_on(self, name: str) -> None:
         self._power(name, "on")
@@ -224,7 +234,7 @@ class RemoteFaults(Faults):
 
     # ---- partition: nftables on the victim, with its own way back -------------------
 
-    def isolate(self, name: str) -> None:
+    def isolate(self, name: str) -> float:
         """Drop every packet in and out of the node but this machine's ssh session
         traffic. The removal is scheduled on the node before the rules load."""
         script = f"""set -e
@@ -252,6 +262,7 @@ EOF
             self.sh(name, script, timeout=30)
         except HalabError as exc:
             raise FaultError(f"partition of {name}: {exc}") from exc
+        return time.time()  # the rules load last; ssh's own start is not the fault
 
     def heal(self, name: str) -> None:
         """Remove the partition (gone already if the node was fenced and rebooted)."""

@@ -300,21 +300,23 @@ OFF_TIMEOUT = 10
 
 
 def power_off(node: topology.Node) -> float:
-    """Power loss: SIGKILL the node's init (the kernel then kills its whole PID
-    namespace) and pull its cables (its veths go at once; the kernel's teardown of a
-    dead network namespace lags, and until then it would still answer ARP). Returns
-    once no process of the node is left, with the seconds that took; nspawn's exit and
-    the unmount are `teardown`'s."""
+    """Power loss: pull the node's cables, then SIGKILL its init (the kernel then kills
+    its whole PID namespace). Cables first: the kernel closes a killed process's
+    sockets, and a FIN or RST that got out would tell the peers what a real power loss
+    never tells them; the veths also go because the kernel's teardown of a dead network
+    namespace lags, and until then it would still answer ARP. Returns once no process
+    of the node is left, with the seconds that took; nspawn's exit and the unmount are
+    `teardown`'s."""
     t = time.monotonic()
     inits = node_inits(node)
     if not inits and _init_record(node) is None and (pid := nspawn_pid(node)):
         inits = [pid]  # no init recorded: nspawn takes its container with it
-    for pid in inits:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
     for n in topology.NETWORKS:
         if net.link_exists(node.veth(n), netns=True):
             run(["ip", "-n", topology.NETNS, "link", "delete", node.veth(n)], check=False)
+    for pid in inits:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     if not poll.until(lambda: not is_running(node), OFF_TIMEOUT, interval=0.02):
         raise HalabError(f"{node.name}: processes {node_processes(node)} still run "
                          f"{OFF_TIMEOUT}s after its init was killed")

@@ -127,23 +127,31 @@ def test_without_fencing_the_cluster_does_not_recover_a_lost_node(gate, any_node
              120, 1, f"{rsc} recovered")
 
 
-# Holds a row lock in an open transaction, then idles: the password comes on stdin.
+# Holds a row lock in an open transaction, then idles or (argv[2] == "busy") waits
+# for a statement whose answer comes 3 s later: the password comes on stdin.
 HOLD_LOCK = """
 import sys, time, pymysql
 c = pymysql.connect(host=sys.argv[1], user="halab", password=sys.stdin.readline().strip(),
                     database="halab")
 c.begin()
-c.cursor().execute("SELECT v FROM halab_orphan WHERE id = 1 FOR UPDATE")
+c.cursor().execute("SELECT v FROM halab_orphan WHERE id = %s FOR UPDATE", (sys.argv[3],))
 print("locked", flush=True)
+if sys.argv[2] == "busy":
+    c.cursor().execute("SELECT SLEEP(3)")
 time.sleep(300)
 """
 
 
-def test_a_transaction_whose_client_lost_power_frees_its_locks(gate, any_node, inventory):
+@pytest.mark.parametrize("client", ["idle", "busy"])
+def test_a_transaction_whose_client_lost_power_frees_its_locks(gate, any_node, inventory,
+                                                                client):
     """A client that dies mid-transaction (here: on a node that loses power, as the
     VIP owner's HAProxy does) leaves its session open on the writer with its row locks,
-    until the writer's kernel learns the peer is gone: idle, not before wait_timeout
-    (8 h) without TCP keepalives (galera_tcp_keepalive)."""
+    until the writer's kernel learns the peer is gone. Idle: not before wait_timeout
+    (8 h) without TCP keepalives (galera_tcp_keepalive). Busy, the writer's answer
+    unacknowledged: not before the kernel gives up retransmitting (15 retries, ~15 min,
+    unless base_sysctl lowers net.ipv4.tcp_retries2): the rebooted node's firewall
+    drops the retransmissions instead of resetting the connection."""
     import subprocess
 
     import pymysql
@@ -151,6 +159,7 @@ def test_a_transaction_whose_client_lost_power_frees_its_locks(gate, any_node, i
     from halab.lab import nodes, topology
 
     password = inventory.secret("galera_user_halab")
+    row = ["idle", "busy"].index(client) + 1  # an orphan of one case cannot hold the other's
 
     def connect(host: str, timeout: float = 3) -> pymysql.Connection:
         return pymysql.connect(host=host, port=inventory.port("mysql"), user="halab",
@@ -160,13 +169,13 @@ def test_a_transaction_whose_client_lost_power_frees_its_locks(gate, any_node, i
 
     with connect(inventory.vip("internal_api")) as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS halab_orphan (id INT PRIMARY KEY, v INT)")
-        cur.execute("INSERT IGNORE INTO halab_orphan VALUES (1, 0)")
+        cur.execute("INSERT IGNORE INTO halab_orphan VALUES (%s, 0)", (row,))
         cur.execute("SELECT @@hostname")
         writer = cur.fetchone()[0]
     victim = next(n for n in inventory if n != writer)
     holder = subprocess.Popen(
         [*nodes.ssh_command(topology.node(victim)), "python3", "-c", f"'{HOLD_LOCK}'",
-         inventory.addresses()[writer]],
+         inventory.addresses()[writer], client, str(row)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         holder.stdin.write(f"{password}\n")
@@ -180,14 +189,14 @@ def test_a_transaction_whose_client_lost_power_frees_its_locks(gate, any_node, i
                 with connect(inventory.vip("internal_api"), 2) as conn, conn.cursor() as cur:
                     cur.execute("SET SESSION innodb_lock_wait_timeout = 1")
                     conn.begin()
-                    cur.execute("SELECT v FROM halab_orphan WHERE id = 1 FOR UPDATE")
+                    cur.execute("SELECT v FROM halab_orphan WHERE id = %s FOR UPDATE", (row,))
                     conn.rollback()
                 return True
             except pymysql.MySQLError:
                 return False
 
         wait_for(lock_free, 30, 0.5, f"the lock {victim}'s dead client held on {writer}")
-        print(f"\n{victim} lost power holding a lock on {writer}: free after "
+        print(f"\n{victim} lost power holding a lock on {writer} ({client}): free after "
               f"{time.monotonic() - t0:.1f}s")
     finally:
         holder.kill()
