@@ -401,8 +401,35 @@ def test_crm_simulate_places_resources(converged, tmp_path):
             {"resources": [{"id": "x", "agent": "ocf:pacemaker:Dummy", "clones": {}}]},
             "resources[0] (id=x): unknown key(s) clones",
         ),
-        ({"resources": [{"agent": "ocf:pacemaker:Dummy"}]}, "resources[0]: missing 'id'"),
-        ({"resources": [{"id": "x"}]}, "resources[0] (id=x): missing 'agent'"),
+        (
+            {"resources": [{"agent": "ocf:pacemaker:Dummy"}]},
+            "resources[0]: missing required arguments: id",
+        ),
+        ({"resources": [{"id": "x"}]}, "resources[0] (id=x): missing required arguments: agent"),
+        ({"resources": ["x"]}, "resources[0]: must be a mapping"),
+        (
+            {"resources": [{"id": " ", "agent": "ocf:pacemaker:Dummy"}]},
+            "resources[0] (id= ): 'id' must not be empty",
+        ),
+        (
+            {"resources": [{"id": "x", "agent": "ocf:pacemaker:Dummy", "clone": {},
+                            "promotable": {}}]},
+            "resources[0] (id=x): parameters are mutually exclusive: clone|promotable",
+        ),
+        (
+            {"resources": [{"id": "x", "agent": "ocf:pacemaker:Dummy", "clone": {"ids": "y"}}]},
+            "resources[0] (id=x).clone: unknown key(s) ids",
+        ),
+        (
+            {"resources": [{"id": "x", "agent": "ocf:pacemaker:Dummy", "ops": [{"timeout": 5}]}]},
+            "resources[0] (id=x).ops[0]: missing 'action'",
+        ),
+        (
+            {"resources": [{"id": "x", "agent": "ocf:pacemaker:Dummy", "meta": {"a": [1]}}]},
+            "resources[0] (id=x).meta: 'a' must be a string, number or boolean",
+        ),
+        ({"node_attributes": {"n": "a=b c"}}, "node_attributes[n]: must be a mapping"),
+        ({"fence": []}, "options: unknown key(s) fence"),
         (
             {"stonith": [{"id": "f", "agent": "fence_x", "options": {"password": None}}]},
             "stonith[0] (id=f).options: 'password' must be a string",
@@ -417,22 +444,56 @@ def test_crm_simulate_places_resources(converged, tmp_path):
         ),
         (
             {"constraints": {"location": [{"resource": "x-clone"}]}},
-            "constraints.location[0] (resource=x-clone): give exactly one of 'node' or 'rule'",
+            "constraints.location[0] (resource=x-clone): one of the following is required: "
+            "node, rule",
+        ),
+        (
+            {"constraints": {"location": [{"resource": "x-clone", "node": "n", "rule": "a"}]}},
+            "constraints.location[0] (resource=x-clone): parameters are mutually exclusive: "
+            "node|rule",
+        ),
+        (
+            {"constraints": {"location": [{"resource": "x-clone", "node": "n",
+                                           "role": "Promoted"}]}},
+            "constraints.location[0] (resource=x-clone): missing parameter(s) required by "
+            "'role': rule",
+        ),
+        (
+            {"constraints": {"location": [{"resource": "x-clone", "rule": "a eq 'b"}]}},
+            "constraints.location[0] (resource=x-clone): cannot parse rule",
+        ),
+        (
+            {"constraints": {"order": [{"first": "x-clone", "then": "x-clone",
+                                        "symmetrical": "maybe"}]}},
+            "constraints.order[0] (first=x-clone): argument 'symmetrical' is of type str and "
+            "we were unable to convert to bool",
         ),
         (
             {"constraints": {"location": [{"resource": "x-clone", "node": "n", "id": "cli-x"}]}},
             "ids starting with 'cli-' are reserved",
         ),
         ({"groups": [{"id": "g", "resources": ["x"]}]}, "groups[0] (id=g): member 'x' is cloned"),
+        ({"groups": [{"id": "g", "resources": []}]}, "groups[0] (id=g): 'resources' must list"),
+        ({"groups": [{"id": "g"}]}, "groups[0] (id=g): missing required arguments: resources"),
+        (
+            {"groups": [{"id": "g", "resources": ["y"]}, {"id": "h", "resources": ["y"]}],
+             "resources": [{"id": "y", "agent": "ocf:pacemaker:Dummy"}]},
+            "groups[1] (id=h): member 'y' is already in group 'g'",
+        ),
+        ({"groups": [{"id": "g", "resources": ["z"]}]}, "member 'z' is not a declared resource"),
         (
             {"groups": [{"id": "x-clone", "resources": []}]},
             "id 'x-clone' already used by resources[0] (id=x)",
         ),
         (
             {"constraints": {"order": [{"first": "x-clone", "then": "x-clone", "kind": "Maybe"}]}},
-            "'kind' must be one of Optional, Mandatory, Serialize",
+            "constraints.order[0] (first=x-clone): value of kind must be one of: Optional, "
+            "Mandatory, Serialize, got: Maybe",
         ),
-        ({"constraints": {"ticket": []}}, "unknown constraint type 'ticket'"),
+        (
+            {"constraints": {"ticket": []}},
+            "constraints: unknown key(s) ticket; allowed: colocation, location, order",
+        ),
     ],
 )
 def test_validation_names_the_entry_before_touching_the_cib(tmp_path, change, expected):
@@ -519,6 +580,27 @@ def test_module_entry_point_masks_invocation(tmp_path):
     assert "f1" in [el.get("id") for el in load(path).iter("primitive")]
 
 
+def test_module_entry_point_checks_the_nested_shape(tmp_path):
+    path = make_cib(tmp_path / "cib.xml")
+    before = path.read_bytes()
+    args = {
+        "cib_file": str(path),
+        "resources": [{"id": "x", "agent": "ocf:pacemaker:Dummy", "clone": {}, "promotable": {}}],
+        "stonith": [{"id": "f", "agent": "fence_xyz", "options": {"password": SECRET}}],
+    }
+    args_file = tmp_path / "args.json"
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    proc = subprocess.run(
+        [sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, check=False
+    )
+    result = json.loads(proc.stdout)
+    assert result["failed"] is True
+    # AnsibleModule's own check, before the module's code runs.
+    assert "parameters are mutually exclusive: clone|promotable" in result["msg"]
+    assert SECRET not in proc.stdout  # the failure returns the arguments
+    assert path.read_bytes() == before
+
+
 def test_ansible_adhoc_check_mode(tmp_path):
     path = make_cib(tmp_path / "cib.xml")
     before = path.read_bytes()
@@ -560,11 +642,22 @@ def test_ansible_adhoc_check_mode(tmp_path):
 # ---------------------------------------------------------------- docs
 
 
+def assert_documented(options: dict[str, Any], spec: dict[str, Any], path: str = "") -> None:
+    assert set(options) == set(spec), path
+    for name, s in spec.items():
+        doc, where = options[name], f"{path}{name}"
+        for key, unset in (("type", None), ("elements", None), ("required", False),
+                           ("default", None), ("choices", None)):
+            assert doc.get(key, unset) == s.get(key, unset), f"{where}: {key}"
+        if "options" in s:
+            assert_documented(doc["suboptions"], s["options"], f"{where}.")
+        else:
+            assert "suboptions" not in doc, where
+
+
 def test_documentation_matches_argument_spec():
     doc = yaml.safe_load(pcs_cib.DOCUMENTATION)
-    assert set(doc["options"]) == set(pcs_cib.ARGUMENT_SPEC)
-    for name, spec in pcs_cib.ARGUMENT_SPEC.items():
-        assert doc["options"][name]["type"] == spec["type"], name
+    assert_documented(doc["options"], pcs_cib.ARGUMENT_SPEC)
     examples = yaml.safe_load(pcs_cib.EXAMPLES)
     task = examples[0]["pcs_cib"]
     pcs_cib.validate(task)  # the documented example is valid data
@@ -575,7 +668,8 @@ def test_documentation_matches_argument_spec():
     (lambda d: d["resources"][0].update(ops=[{"action": "clone"}]),
      r"resources\[0\] \(id=ip-203.0.113.100\)\.ops\[0\]: unknown action 'clone'"),
     (lambda d: d.update(groups=[{"id": "g", "resources": [["haproxy"]]}]),
-     r"groups\[0\] \(id=g\): member \['haproxy'\] must be a resource id"),
+     # Ansible's str conversion makes it "['haproxy']", which names nothing declared.
+     r"groups\[0\] \(id=g\): member \"\['haproxy'\]\" is not a declared resource"),
 ])
 def test_words_pcs_would_misread_are_refused(tmp_path, change, expected):
     path = make_cib(tmp_path / "cib.xml")

@@ -10,10 +10,12 @@ import shlex
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.common.validation import check_type_dict
+from ansible.module_utils.errors import UnsupportedError
 
 DOCUMENTATION = r"""
 ---
@@ -39,62 +41,254 @@ description:
   - Must run on one cluster node (C(run_once)) with pcs and pacemaker installed.
 options:
   properties:
-    description: Cluster properties (C(pcs property set)); string to string.
+    description: Cluster properties (C(pcs property set)), name to value.
     type: dict
     default: {}
   resource_defaults:
-    description: Resource defaults (C(pcs resource defaults update)).
+    description: Resource defaults (C(pcs resource defaults update)), name to value.
     type: dict
     default: {}
   op_defaults:
-    description: Operation defaults (C(pcs resource op defaults update)).
+    description: Operation defaults (C(pcs resource op defaults update)), name to value.
     type: dict
     default: {}
   node_attributes:
     description:
-      - Permanent node attributes, node name to a dict of attributes.
+      - Permanent node attributes, node name to a dict of attribute name to value.
       - The node must already be in the CIB C(nodes) section (it has joined the cluster).
     type: dict
     default: {}
   resources:
     description:
       - Primitive resources, created in list order with C(pcs resource create).
-      - Keys - C(id) (required), C(agent) (required, e.g. C(ocf:heartbeat:IPaddr2)),
-        C(options) (dict), C(meta) (dict), C(ops) (list of dicts with C(action) plus op
-        attributes), C(clone) or C(promotable) (dict with optional C(id), default
-        C(<id>-clone), and C(meta)), C(force) (bool, pass C(--force), e.g. for an agent
-        whose metadata is not available), C(no_default_ops) (bool).
+      - Ids of resources, clones, groups, fence devices and constraints must be unique.
     type: list
     elements: dict
     default: []
+    suboptions:
+      id:
+        description: Resource id.
+        type: str
+        required: true
+      agent:
+        description: Resource agent, e.g. C(ocf:heartbeat:IPaddr2) or C(systemd:haproxy).
+        type: str
+        required: true
+      options:
+        description: Instance attributes, name to value.
+        type: dict
+      meta:
+        description: Meta attributes, name to value.
+        type: dict
+      ops:
+        description:
+          - Operations, each a dict with C(action) (C(start), C(stop), C(monitor),
+            C(promote), C(demote), C(notify), C(reload), C(reload-agent), C(migrate_to),
+            C(migrate_from), C(validate-all), C(meta-data) or C(status)) and the
+            operation's attributes, e.g. C(interval), C(timeout), C(role), C(on-fail).
+        type: list
+        elements: dict
+      force:
+        description:
+          - Pass C(--force), e.g. for an agent whose metadata is not available.
+          - Unset, the module's I(force) applies.
+        type: bool
+      no_default_ops:
+        description: Pass C(--no-default-ops). Unset, the module's I(no_default_ops) applies.
+        type: bool
+      clone:
+        description: Clone the resource (created inline). Mutually exclusive with I(promotable).
+        type: dict
+        suboptions:
+          id:
+            description: Clone id; C(<id>-clone) if unset.
+            type: str
+          meta:
+            description: Meta attributes of the clone, name to value.
+            type: dict
+      promotable:
+        description: As I(clone), for a promotable clone. Mutually exclusive with I(clone).
+        type: dict
+        suboptions:
+          id:
+            description: Clone id; C(<id>-clone) if unset.
+            type: str
+          meta:
+            description: Meta attributes of the clone, name to value.
+            type: dict
   groups:
     description:
-      - Groups of declared, uncloned resources. Keys - C(id), C(resources) (list of ids,
-        in order), C(meta) (dict), C(clone) or C(promotable) (as for resources).
+      - Groups of declared, uncloned resources, each in at most one group.
     type: list
     elements: dict
     default: []
+    suboptions:
+      id:
+        description: Group id.
+        type: str
+        required: true
+      resources:
+        description: Ids of the members (declared in I(resources)), in order; at least one.
+        type: list
+        elements: str
+        required: true
+      meta:
+        description: Meta attributes of the group, name to value.
+        type: dict
+      clone:
+        description: Clone the group. Mutually exclusive with I(promotable).
+        type: dict
+        suboptions:
+          id:
+            description: Clone id; C(<id>-clone) if unset.
+            type: str
+          meta:
+            description: Meta attributes of the clone, name to value.
+            type: dict
+      promotable:
+        description: As I(clone), for a promotable clone. Mutually exclusive with I(clone).
+        type: dict
+        suboptions:
+          id:
+            description: Clone id; C(<id>-clone) if unset.
+            type: str
+          meta:
+            description: Meta attributes of the clone, name to value.
+            type: dict
   stonith:
     description:
-      - Fence devices, created with C(pcs stonith create). Keys as for resources, without
-        C(clone)/C(promotable); C(agent) is the fence agent name, e.g. C(fence_ipmilan).
+      - Fence devices, created with C(pcs stonith create).
     type: list
     elements: dict
     default: []
+    suboptions:
+      id:
+        description: Fence device id.
+        type: str
+        required: true
+      agent:
+        description: Fence agent, e.g. C(fence_ipmilan).
+        type: str
+        required: true
+      options:
+        description: Instance attributes, name to value.
+        type: dict
+      meta:
+        description: Meta attributes, name to value.
+        type: dict
+      ops:
+        description: Operations, as for I(resources).
+        type: list
+        elements: dict
+      force:
+        description: Pass C(--force). Unset, the module's I(force) applies.
+        type: bool
+      no_default_ops:
+        description: Pass C(--no-default-ops). Unset, the module's I(no_default_ops) applies.
+        type: bool
   constraints:
     description:
-      - Dict with optional lists C(location), C(colocation), C(order).
-      - C(location) - C(resource), exactly one of C(node) or C(rule) (pcs rule expression,
-        shell-style quoting for values with spaces), C(score) (default C(INFINITY)),
-        C(resource_discovery), C(role) (rule only), C(id).
-      - C(colocation) - C(resource), C(with), C(score) (default C(INFINITY)), C(role),
-        C(with_role) (Started, Stopped, Promoted, Unpromoted), C(id).
-      - C(order) - C(first), C(then), C(first_action), C(then_action) (start, stop, promote,
-        demote; default start), C(kind) (Optional, Mandatory, Serialize), C(symmetrical)
-        (bool), C(id).
-      - Without C(id) pcs generates one (deterministic).
+      - Location, colocation and order constraints. Each names declared resources, clones
+        or groups; a cloned resource or group by its clone's id (unless I(force)).
+      - Without an C(id) pcs generates one (deterministic). Ids starting with C(cli-) are
+        reserved for C(pcs resource move/ban).
     type: dict
     default: {}
+    suboptions:
+      location:
+        description: Location constraints.
+        type: list
+        elements: dict
+        suboptions:
+          id:
+            description: Constraint id.
+            type: str
+          resource:
+            description: The resource constrained.
+            type: str
+            required: true
+          node:
+            description: Node name. Exactly one of I(node) or I(rule).
+            type: str
+          rule:
+            description:
+              - Pcs rule expression (shell-style quoting for values with spaces).
+                Exactly one of I(node) or I(rule).
+            type: str
+          score:
+            description: Score.
+            type: str
+            default: INFINITY
+          resource_discovery:
+            description: Resource discovery on the nodes.
+            type: str
+            choices: [always, never, exclusive]
+          role:
+            description: Role the rule applies to; requires I(rule).
+            type: str
+            choices: [Started, Stopped, Promoted, Unpromoted]
+      colocation:
+        description: Colocation constraints.
+        type: list
+        elements: dict
+        suboptions:
+          id:
+            description: Constraint id.
+            type: str
+          resource:
+            description: The resource placed relative to I(with).
+            type: str
+            required: true
+          with:
+            description: The resource I(resource) is placed with.
+            type: str
+            required: true
+          score:
+            description: Score.
+            type: str
+            default: INFINITY
+          role:
+            description: Role of I(resource).
+            type: str
+            choices: [Started, Stopped, Promoted, Unpromoted]
+          with_role:
+            description: Role of I(with).
+            type: str
+            choices: [Started, Stopped, Promoted, Unpromoted]
+      order:
+        description: Order constraints.
+        type: list
+        elements: dict
+        suboptions:
+          id:
+            description: Constraint id.
+            type: str
+          first:
+            description: The resource acted on first.
+            type: str
+            required: true
+          then:
+            description: The resource acted on after I(first).
+            type: str
+            required: true
+          first_action:
+            description: Action of I(first).
+            type: str
+            choices: [start, stop, promote, demote]
+            default: start
+          then_action:
+            description: Action of I(then).
+            type: str
+            choices: [start, stop, promote, demote]
+            default: start
+          kind:
+            description: Constraint kind; pcs's default (Mandatory) if unset.
+            type: str
+            choices: [Optional, Mandatory, Serialize]
+          symmetrical:
+            description: Whether the reverse order applies to the reverse actions; pcs's
+              default (true) if unset.
+            type: bool
   force:
     description: Pass C(--force) to every pcs command (e.g. custom cluster properties).
     type: bool
@@ -207,51 +401,6 @@ ACTIONS = ("start", "stop", "promote", "demote")
 KINDS = ("Optional", "Mandatory", "Serialize")
 CLI_PREFIX = "cli-"
 
-TOP_KEYS = frozenset(
-    {
-        "properties",
-        "resource_defaults",
-        "op_defaults",
-        "node_attributes",
-        "resources",
-        "groups",
-        "stonith",
-        "constraints",
-        "force",
-        "no_default_ops",
-        "remove_all",
-        "pcs_path",
-        "cib_file",
-    }
-)
-PRIMITIVE_KEYS = frozenset({"id", "agent", "options", "meta", "ops", "force", "no_default_ops"})
-RESOURCE_KEYS = PRIMITIVE_KEYS | {"clone", "promotable"}
-CLONE_KEYS = frozenset({"id", "meta"})
-GROUP_KEYS = frozenset({"id", "resources", "meta", "clone", "promotable"})
-LOCATION_KEYS = frozenset({"id", "resource", "node", "rule", "score", "resource_discovery", "role"})
-COLOCATION_KEYS = frozenset({"id", "resource", "with", "score", "role", "with_role"})
-ORDER_KEYS = frozenset(
-    {"id", "first", "then", "first_action", "then_action", "kind", "symmetrical"}
-)
-CONSTRAINT_KEYS = {"location": LOCATION_KEYS, "colocation": COLOCATION_KEYS, "order": ORDER_KEYS}
-
-ARGUMENT_SPEC: dict[str, Any] = {
-    "properties": {"type": "dict", "default": {}},
-    "resource_defaults": {"type": "dict", "default": {}},
-    "op_defaults": {"type": "dict", "default": {}},
-    "node_attributes": {"type": "dict", "default": {}},
-    "resources": {"type": "list", "elements": "dict", "default": []},
-    "groups": {"type": "list", "elements": "dict", "default": []},
-    "stonith": {"type": "list", "elements": "dict", "default": []},
-    "constraints": {"type": "dict", "default": {}},
-    "force": {"type": "bool", "default": False},
-    "no_default_ops": {"type": "bool", "default": False},
-    "remove_all": {"type": "bool", "default": False},
-    "pcs_path": {"type": "str", "default": "pcs"},
-    "cib_file": {"type": "path"},
-}
-
-
 class CibError(Exception):
     """A failure whose message is already free of secrets."""
 
@@ -294,7 +443,191 @@ def scrub(text: str, secrets: set[str]) -> str:
     return text
 
 
-# ---------------------------------------------------------------- validation
+# ---------------------------------------------------------------- data shape
+
+# The nested schema lives in ARGUMENT_SPEC alone: AnsibleModule checks it on the Ansible
+# path and validate() checks direct callers against the same spec.
+
+# Operation names Pacemaker runs; anything else after pcs' `op` would be read as one of
+# its keywords (`meta`, `clone`, ...) or an unknown action.
+OP_ACTIONS = frozenset({"start", "stop", "monitor", "promote", "demote", "notify", "reload",
+                        "reload-agent", "migrate_to", "migrate_from", "validate-all",
+                        "meta-data", "status"})
+
+
+def _clone_option() -> dict[str, Any]:
+    return {"type": "dict", "options": {"id": {"type": "str"}, "meta": {"type": "dict"}}}
+
+
+def _primitive_options() -> dict[str, Any]:
+    return {
+        "id": {"type": "str", "required": True},
+        "agent": {"type": "str", "required": True},
+        "options": {"type": "dict"},
+        "meta": {"type": "dict"},
+        # Free-form: each op is its action plus whatever attributes pcs takes.
+        "ops": {"type": "list", "elements": "dict"},
+        # None: the module-level flag applies.
+        "force": {"type": "bool"},
+        "no_default_ops": {"type": "bool"},
+    }
+
+
+def _role() -> dict[str, Any]:
+    return {"type": "str", "choices": list(ROLES)}
+
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "properties": {"type": "dict", "default": {}},
+    "resource_defaults": {"type": "dict", "default": {}},
+    "op_defaults": {"type": "dict", "default": {}},
+    "node_attributes": {"type": "dict", "default": {}},
+    "resources": {
+        "type": "list",
+        "elements": "dict",
+        "default": [],
+        "options": {
+            **_primitive_options(),
+            "clone": _clone_option(),
+            "promotable": _clone_option(),
+        },
+        "mutually_exclusive": [["clone", "promotable"]],
+    },
+    "groups": {
+        "type": "list",
+        "elements": "dict",
+        "default": [],
+        "options": {
+            "id": {"type": "str", "required": True},
+            "resources": {"type": "list", "elements": "str", "required": True},
+            "meta": {"type": "dict"},
+            "clone": _clone_option(),
+            "promotable": _clone_option(),
+        },
+        "mutually_exclusive": [["clone", "promotable"]],
+    },
+    "stonith": {
+        "type": "list",
+        "elements": "dict",
+        "default": [],
+        "options": _primitive_options(),
+    },
+    "constraints": {
+        "type": "dict",
+        "default": {},
+        "options": {
+            "location": {
+                "type": "list",
+                "elements": "dict",
+                "options": {
+                    "id": {"type": "str"},
+                    "resource": {"type": "str", "required": True},
+                    "node": {"type": "str"},
+                    "rule": {"type": "str"},
+                    "score": {"type": "str", "default": "INFINITY"},
+                    "resource_discovery": {
+                        "type": "str",
+                        "choices": ["always", "never", "exclusive"],
+                    },
+                    "role": _role(),
+                },
+                "mutually_exclusive": [["node", "rule"]],
+                "required_one_of": [["node", "rule"]],
+                "required_by": {"role": ["rule"]},
+            },
+            "colocation": {
+                "type": "list",
+                "elements": "dict",
+                "options": {
+                    "id": {"type": "str"},
+                    "resource": {"type": "str", "required": True},
+                    "with": {"type": "str", "required": True},
+                    "score": {"type": "str", "default": "INFINITY"},
+                    "role": _role(),
+                    "with_role": _role(),
+                },
+            },
+            "order": {
+                "type": "list",
+                "elements": "dict",
+                "options": {
+                    "id": {"type": "str"},
+                    "first": {"type": "str", "required": True},
+                    "then": {"type": "str", "required": True},
+                    "first_action": {"type": "str", "choices": list(ACTIONS), "default": "start"},
+                    "then_action": {"type": "str", "choices": list(ACTIONS), "default": "start"},
+                    "kind": {"type": "str", "choices": list(KINDS)},
+                    "symmetrical": {"type": "bool"},
+                },
+            },
+        },
+    },
+    "force": {"type": "bool", "default": False},
+    "no_default_ops": {"type": "bool", "default": False},
+    "remove_all": {"type": "bool", "default": False},
+    "pcs_path": {"type": "str", "default": "pcs"},
+    "cib_file": {"type": "path"},
+}
+
+# The keys of an option's spec that describe its suboptions and how they combine.
+_NESTED = ("options", "mutually_exclusive", "required_together", "required_one_of",
+           "required_if", "required_by")
+# The key that names a list entry in messages (the entry's id unless told here).
+_LABEL_KEYS = {"constraints.location": "resource", "constraints.colocation": "resource",
+               "constraints.order": "first"}
+
+
+def _label(section: str, i: int, entry: Any) -> str:
+    key = _LABEL_KEYS.get(section, "id")
+    if isinstance(entry, dict) and isinstance(entry.get(key), str):
+        return f"{section}[{i}] ({key}={entry[key]})"
+    return f"{section}[{i}]"
+
+
+def _check_shape(
+    spec: dict[str, Any], params: Any, path: str, errors: list[str], **checks: Any
+) -> dict[str, Any]:
+    """params checked against spec one mapping at a time, so that each error names its
+    entry (Ansible's own messages do not say which list entry is wrong); returns the
+    normalised copy."""
+    where = path or "options"
+    try:
+        params = check_type_dict(params)
+    except TypeError:
+        errors.append(f"{where}: must be a mapping")
+        return {}
+    # Lists of mappings with suboptions are walked below; only their type is checked here.
+    shallow = {
+        name: {k: val for k, val in s.items()
+               if k not in _NESTED and not (k == "elements" and "options" in s)}
+        for name, s in spec.items()
+    }
+    # Null means unset: mutually_exclusive and required_one_of count keys, and the params
+    # AnsibleModule hands on hold every key, null when not given.
+    given = {k: val for k, val in params.items() if val is not None}
+    result = ArgumentSpecValidator(shallow, **checks).validate(given)
+    if result.unsupported_parameters:
+        errors.append(f"{where}: unknown key(s) {', '.join(sorted(result.unsupported_parameters))}"
+                      f"; allowed: {', '.join(sorted(spec))}")
+    errors.extend(f"{where}: {e.msg}" for e in result.errors.errors
+                  if not isinstance(e, UnsupportedError))
+    out = result.validated_parameters
+    for name, s in spec.items():
+        if "options" not in s or not out.get(name):
+            continue
+        sub = {k: s[k] for k in _NESTED[1:] if k in s}
+        child = f"{path}.{name}" if path else name
+        if s["type"] == "dict":
+            out[name] = _check_shape(s["options"], out[name], child, errors, **sub)
+        elif isinstance(out[name], list):
+            out[name] = [
+                _check_shape(s["options"], entry, _label(child, i, entry), errors, **sub)
+                for i, entry in enumerate(out[name])
+            ]
+    return out
+
+
+# ---------------------------------------------------------------- cross-checks
 
 
 def _is_scalar(v: Any) -> bool:
@@ -307,46 +640,24 @@ def _to_str(v: Any) -> str:
     return str(v)
 
 
-def _to_bool(v: Any) -> bool | None:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, str) and v.lower() in ("true", "yes", "on", "1"):
-        return True
-    if isinstance(v, str) and v.lower() in ("false", "no", "off", "0"):
-        return False
-    return None
+class _Checker:
+    """What the argument spec cannot say: values of free-form mappings, non-empty
+    names, op actions, unique ids, and what each entry names elsewhere."""
 
-
-class _Validator:
     def __init__(self) -> None:
         self.errors: list[str] = []
+        self.ids: dict[str, str] = {}  # id -> where it was declared
 
     def err(self, where: str, msg: str) -> None:
         self.errors.append(f"{where}: {msg}")
 
-    def keys(self, entry: Any, where: str, allowed: frozenset[str]) -> bool:
-        if not isinstance(entry, dict):
-            self.err(where, "must be a mapping")
-            return False
-        unknown = sorted(str(k) for k in set(entry) - allowed)
-        if unknown:
-            self.err(
-                where, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-            )
-        return True
-
-    def name(self, entry: dict, key: str, where: str, required: bool = True) -> str | None:
-        v = entry.get(key)
-        if v is None:
-            if required:
-                self.err(where, f"missing '{key}'")
-            return None
-        if not isinstance(v, str) or not v.strip():
-            self.err(where, f"'{key}' must be a non-empty string")
-            return None
-        return v
+    def names(self, entry: dict, where: str, *keys: str) -> None:
+        for key in keys:
+            if entry.get(key) is not None and not entry[key].strip():
+                self.err(where, f"'{key}' must not be empty")
 
     def kv(self, value: Any, where: str) -> dict[str, str]:
+        """A free-form mapping of name to a scalar, values as the CIB writes them."""
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -362,269 +673,144 @@ class _Validator:
                 out[k] = _to_str(v)
         return out
 
-    def flag(self, entry: dict, key: str, where: str, default: bool) -> bool:
-        if entry.get(key) is None:
-            return default
-        b = _to_bool(entry[key])
-        if b is None:
-            self.err(where, f"'{key}' must be a boolean")
-            return default
-        return b
+    def claim(self, obj_id: str | None, where: str) -> None:
+        if not obj_id:
+            return
+        if obj_id in self.ids:
+            self.err(where, f"id '{obj_id}' already used by {self.ids[obj_id]}")
+        else:
+            self.ids[obj_id] = where
 
-    def choice(self, entry: dict, key: str, where: str, choices: tuple[str, ...]) -> str | None:
-        v = self.name(entry, key, where, required=False)
-        if v is not None and v not in choices:
-            self.err(where, f"'{key}' must be one of {', '.join(choices)}, not {v!r}")
+    def clone(self, entry: dict, where: str, owner: str) -> dict | None:
+        kind = next((k for k in ("clone", "promotable") if entry.get(k) is not None), None)
+        if kind is None:
             return None
-        return v
+        spec = entry[kind]
+        self.names(spec, f"{where}.{kind}", "id")
+        return {
+            "kind": kind,
+            "id": spec.get("id") or f"{owner}-clone",
+            "explicit_id": spec.get("id"),
+            "meta": self.kv(spec.get("meta"), f"{where}.{kind}.meta"),
+        }
 
-    def entries(self, value: Any, where: str) -> list[Any]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.err(where, "must be a list")
-            return []
-        return value
-
-
-def _label(section: str, i: int, entry: Any, key: str = "id") -> str:
-    if isinstance(entry, dict) and isinstance(entry.get(key), str):
-        return f"{section}[{i}] ({key}={entry[key]})"
-    return f"{section}[{i}]"
-
-
-def _clone_spec(v: _Validator, entry: dict, where: str, owner: str) -> dict | None:
-    kinds = [k for k in ("clone", "promotable") if entry.get(k) is not None]
-    if not kinds:
-        return None
-    if len(kinds) == 2:
-        v.err(where, "use either 'clone' or 'promotable', not both")
-        return None
-    kind = kinds[0]
-    spec = entry[kind]
-    if spec is True or spec == {}:
-        spec = {}
-    cwhere = f"{where}.{kind}"
-    if not v.keys(spec, cwhere, CLONE_KEYS):
-        return None
-    cid = v.name(spec, "id", cwhere, required=False)
-    return {
-        "kind": kind,
-        "id": cid or f"{owner}-clone",
-        "explicit_id": cid,
-        "meta": v.kv(spec.get("meta"), f"{cwhere}.meta"),
-    }
-
-
-# Operation names Pacemaker runs; anything else after pcs' `op` would be read as one of
-# its keywords (`meta`, `clone`, ...) or an unknown action.
-OP_ACTIONS = frozenset({"start", "stop", "monitor", "promote", "demote", "notify", "reload",
-                        "reload-agent", "migrate_to", "migrate_from", "validate-all",
-                        "meta-data", "status"})
-
-
-def _primitive(
-    v: _Validator, entry: dict, where: str, keys: frozenset[str], force: bool, no_default_ops: bool
-) -> dict | None:
-    if not v.keys(entry, where, keys):
-        return None
-    rid = v.name(entry, "id", where)
-    agent = v.name(entry, "agent", where)
-    ops = []
-    for j, op in enumerate(v.entries(entry.get("ops"), f"{where}.ops")):
-        owhere = f"{where}.ops[{j}]"
-        if not isinstance(op, dict):
-            v.err(owhere, "must be a mapping")
-            continue
-        action = v.name(op, "action", owhere)
-        attrs = v.kv({k: x for k, x in op.items() if k != "action"}, owhere)
-        if action and action not in OP_ACTIONS:
-            v.err(owhere, f"unknown action '{action}'; one of {', '.join(sorted(OP_ACTIONS))}")
-        elif action:
-            ops.append((action, attrs))
-    spec = {
-        "id": rid,
-        "agent": agent,
-        "options": v.kv(entry.get("options"), f"{where}.options"),
-        "meta": v.kv(entry.get("meta"), f"{where}.meta"),
-        "ops": ops,
-        "force": v.flag(entry, "force", where, force),
-        "no_default_ops": v.flag(entry, "no_default_ops", where, no_default_ops),
-        "clone": _clone_spec(v, entry, where, rid or "") if "clone" in keys else None,
-    }
-    return spec if rid and agent else None
+    def primitive(self, entry: dict, where: str, force: bool, no_default_ops: bool) -> dict:
+        self.names(entry, where, "id", "agent")
+        ops = []
+        for j, op in enumerate(entry.get("ops") or []):
+            owhere = f"{where}.ops[{j}]"
+            action = op.get("action")
+            attrs = self.kv({k: x for k, x in op.items() if k != "action"}, owhere)
+            if action is None:
+                self.err(owhere, "missing 'action'")
+            elif not isinstance(action, str) or action not in OP_ACTIONS:
+                self.err(owhere, f"unknown action {action!r}; one of "
+                         f"{', '.join(sorted(OP_ACTIONS))}")
+            else:
+                ops.append((action, attrs))
+        self.claim(entry["id"], where)
+        return {
+            "id": entry["id"],
+            "agent": entry["agent"],
+            "options": self.kv(entry.get("options"), f"{where}.options"),
+            "meta": self.kv(entry.get("meta"), f"{where}.meta"),
+            "ops": ops,
+            "force": force if entry.get("force") is None else entry["force"],
+            "no_default_ops": (
+                no_default_ops if entry.get("no_default_ops") is None else entry["no_default_ops"]
+            ),
+            "clone": self.clone(entry, where, entry["id"]),
+        }
 
 
 def validate(params: dict[str, Any]) -> dict[str, Any]:
     """Check and normalise module parameters; raise CibError naming every bad entry."""
-    v = _Validator()
-    unknown = sorted(set(params) - TOP_KEYS)
-    if unknown:
-        v.err("options", f"unknown option(s) {', '.join(unknown)}")
-    force = bool(_to_bool(params.get("force")) or False)
-    no_default_ops = bool(_to_bool(params.get("no_default_ops")) or False)
+    shape_errors: list[str] = []
+    p = _check_shape(ARGUMENT_SPEC, params, "", shape_errors)
+    # The cross-checks read well-formed data only.
+    if shape_errors:
+        raise CibError("invalid pcs_cib data:\n  " + "\n  ".join(shape_errors))
 
+    c = _Checker()
     spec: dict[str, Any] = {
-        "force": force,
-        "remove_all": bool(_to_bool(params.get("remove_all")) or False),
-        "pcs_path": params.get("pcs_path") or "pcs",
-        "cib_file": params.get("cib_file"),
-        "properties": v.kv(params.get("properties"), "properties"),
-        "resource_defaults": v.kv(params.get("resource_defaults"), "resource_defaults"),
-        "op_defaults": v.kv(params.get("op_defaults"), "op_defaults"),
-        "node_attributes": {},
+        key: p[key] for key in ("force", "remove_all", "pcs_path", "cib_file")
     }
-    nattrs = params.get("node_attributes") or {}
-    if not isinstance(nattrs, dict):
-        v.err("node_attributes", "must be a mapping of node name to attributes")
-    else:
-        for node, attrs in nattrs.items():
-            spec["node_attributes"][str(node)] = v.kv(attrs, f"node_attributes[{node}]")
+    for key in ("properties", "resource_defaults", "op_defaults"):
+        spec[key] = c.kv(p[key], key)
+    spec["node_attributes"] = {}
+    for node, attrs in p["node_attributes"].items():
+        spec["node_attributes"][str(node)] = c.kv(attrs, f"node_attributes[{node}]")
 
-    ids: dict[str, str] = {}  # id -> where it was declared
-
-    def claim(obj_id: str | None, where: str) -> None:
-        if not obj_id:
-            return
-        if obj_id in ids:
-            v.err(where, f"id '{obj_id}' already used by {ids[obj_id]}")
-        else:
-            ids[obj_id] = where
-
-    def section_primitives(section: str, keys: frozenset) -> Iterator[tuple[dict, str]]:
-        """The valid primitives of a section with where each was declared, each id
-        claimed as it is yielded (a clone's id right after its primitive's)."""
-        for i, entry in enumerate(v.entries(params.get(section), section)):
-            where = _label(section, i, entry)
-            p = _primitive(v, entry, where, keys, force, no_default_ops)
-            if p:
-                claim(p["id"], where)
-                yield p, where
-
-    primitives: dict[str, dict] = {}
     cloned: dict[str, str] = {}  # primitive or group id -> its clone id
-    resources = []
-    for p, where in section_primitives("resources", RESOURCE_KEYS):
-        primitives[p["id"]] = p
-        if p["clone"]:
-            claim(p["clone"]["id"], where)
-            cloned[p["id"]] = p["clone"]["id"]
-        resources.append(p)
-    spec["resources"] = resources
-    spec["stonith"] = [p for p, _ in section_primitives("stonith", PRIMITIVE_KEYS)]
+    spec["resources"] = []
+    for i, entry in enumerate(p["resources"]):
+        where = _label("resources", i, entry)
+        r = c.primitive(entry, where, p["force"], p["no_default_ops"])
+        if r["clone"]:
+            c.claim(r["clone"]["id"], where)
+            cloned[r["id"]] = r["clone"]["id"]
+        spec["resources"].append(r)
+    spec["stonith"] = [
+        c.primitive(entry, _label("stonith", i, entry), p["force"], p["no_default_ops"])
+        for i, entry in enumerate(p["stonith"])
+    ]
+    primitives = {r["id"] for r in spec["resources"]}
 
-    groups = []
-    grouped: dict[str, str] = {}
-    for i, entry in enumerate(v.entries(params.get("groups"), "groups")):
+    spec["groups"] = []
+    grouped: dict[str, str] = {}  # member -> its group
+    for i, entry in enumerate(p["groups"]):
         where = _label("groups", i, entry)
-        if not v.keys(entry, where, GROUP_KEYS):
-            continue
-        gid = v.name(entry, "id", where)
-        members = v.entries(entry.get("resources"), f"{where}.resources")
+        gid = entry["id"]
+        c.names(entry, where, "id")
+        members = entry["resources"]
         if not members:
-            v.err(where, "'resources' must list at least one resource")
+            c.err(where, "'resources' must list at least one resource")
         for m in members:
-            if not isinstance(m, str):
-                v.err(where, f"member {m!r} must be a resource id")
-            elif m not in primitives:
-                v.err(where, f"member '{m}' is not a declared resource")
+            if m not in primitives:
+                c.err(where, f"member {m!r} is not a declared resource")
             elif m in cloned:
-                v.err(where, f"member '{m}' is cloned; clone the group instead")
+                c.err(where, f"member {m!r} is cloned; clone the group instead")
             elif m in grouped:
-                v.err(where, f"member '{m}' is already in group '{grouped[m]}'")
+                c.err(where, f"member {m!r} is already in group '{grouped[m]}'")
             else:
-                grouped[m] = gid or ""
-        clone = _clone_spec(v, entry, where, gid or "")
-        if gid:
-            claim(gid, where)
-            if clone:
-                claim(clone["id"], where)
-                cloned[gid] = clone["id"]
-            groups.append(
-                {
-                    "id": gid,
-                    "resources": [str(m) for m in members],
-                    "meta": v.kv(entry.get("meta"), f"{where}.meta"),
-                    "clone": clone,
-                }
-            )
-    spec["groups"] = groups
+                grouped[m] = gid
+        clone = c.clone(entry, where, gid)
+        c.claim(gid, where)
+        if clone:
+            c.claim(clone["id"], where)
+            cloned[gid] = clone["id"]
+        spec["groups"].append(
+            {"id": gid, "resources": members, "meta": c.kv(entry.get("meta"), f"{where}.meta"),
+             "clone": clone}
+        )
 
-    # Anything a constraint may name.
-    known = set(ids)
-
-    def ref(entry: dict, key: str, where: str) -> str | None:
-        r = v.name(entry, key, where)
-        if r is None:
-            return None
-        if r not in known:
-            v.err(where, f"'{key}' names undeclared resource '{r}'")
-        elif r in cloned and not force:
-            v.err(where, f"'{key}' names '{r}' which is cloned; use '{cloned[r]}'")
-        return r
-
-    cons = params.get("constraints") or {}
+    known = set(c.ids)  # anything a constraint may name
     spec["constraints"] = {"location": [], "colocation": [], "order": []}
-    if not isinstance(cons, dict):
-        v.err("constraints", "must be a mapping with location/colocation/order lists")
-        cons = {}
-    for kind in sorted(set(cons) - set(CONSTRAINT_KEYS)):
-        v.err("constraints", f"unknown constraint type '{kind}'")
-    for kind, allowed in CONSTRAINT_KEYS.items():
-        for i, entry in enumerate(v.entries(cons.get(kind), f"constraints.{kind}")):
-            where = _label(
-                f"constraints.{kind}", i, entry, "first" if kind == "order" else "resource"
-            )
-            if not v.keys(entry, where, allowed):
-                continue
-            cid = v.name(entry, "id", where, required=False)
+    for kind, refs in (("location", ("resource",)), ("colocation", ("resource", "with")),
+                       ("order", ("first", "then"))):
+        for i, entry in enumerate(p["constraints"].get(kind) or []):
+            where = _label(f"constraints.{kind}", i, entry)
+            con = dict(entry)
+            c.names(entry, where, "id", "node", "rule")
+            cid = entry.get("id")
             if cid and cid.startswith(CLI_PREFIX):
-                v.err(where, f"ids starting with '{CLI_PREFIX}' are reserved for pcs move/ban")
-            claim(cid, where)
-            c: dict[str, Any] = {"id": cid}
-            if kind == "location":
-                c["resource"] = ref(entry, "resource", where)
-                c["node"] = v.name(entry, "node", where, required=False)
-                rule = entry.get("rule")
-                if rule is not None and (not isinstance(rule, str) or not rule.strip()):
-                    v.err(where, "'rule' must be a non-empty string")
-                    rule = None
-                c["rule"] = rule
-                if (c["node"] is None) == (rule is None):
-                    v.err(where, "give exactly one of 'node' or 'rule'")
-                if rule is not None:
-                    try:
-                        c["rule_args"] = shlex.split(rule)
-                    except ValueError as e:
-                        v.err(where, f"cannot parse rule: {e}")
-                c["score"] = v.kv({"score": entry.get("score", "INFINITY")}, where).get("score")
-                c["resource_discovery"] = v.choice(
-                    entry, "resource_discovery", where, ("always", "never", "exclusive")
-                )
-                c["role"] = v.choice(entry, "role", where, ROLES)
-                if c["role"] and c["node"] is not None:
-                    v.err(where, "'role' is only supported with 'rule'")
-            elif kind == "colocation":
-                c["resource"] = ref(entry, "resource", where)
-                c["with"] = ref(entry, "with", where)
-                c["score"] = v.kv({"score": entry.get("score", "INFINITY")}, where).get("score")
-                c["role"] = v.choice(entry, "role", where, ROLES)
-                c["with_role"] = v.choice(entry, "with_role", where, ROLES)
-            else:
-                c["first"] = ref(entry, "first", where)
-                c["then"] = ref(entry, "then", where)
-                c["first_action"] = v.choice(entry, "first_action", where, ACTIONS) or "start"
-                c["then_action"] = v.choice(entry, "then_action", where, ACTIONS) or "start"
-                c["kind"] = v.choice(entry, "kind", where, KINDS)
-                c["symmetrical"] = (
-                    None
-                    if entry.get("symmetrical") is None
-                    else v.flag(entry, "symmetrical", where, True)
-                )
-            spec["constraints"][kind].append(c)
+                c.err(where, f"ids starting with '{CLI_PREFIX}' are reserved for pcs move/ban")
+            c.claim(cid, where)
+            for key in refs:
+                r = entry[key]
+                if r not in known:
+                    c.err(where, f"'{key}' names undeclared resource '{r}'")
+                elif r in cloned and not p["force"]:
+                    c.err(where, f"'{key}' names '{r}' which is cloned; use '{cloned[r]}'")
+            if kind == "location" and entry.get("rule") is not None:
+                try:
+                    con["rule_args"] = shlex.split(entry["rule"])
+                except ValueError as e:
+                    c.err(where, f"cannot parse rule: {e}")
+            spec["constraints"][kind].append(con)
 
-    if v.errors:
-        raise CibError("invalid pcs_cib data:\n  " + "\n  ".join(v.errors))
+    if c.errors:
+        raise CibError("invalid pcs_cib data:\n  " + "\n  ".join(c.errors))
     return spec
 
 
@@ -981,10 +1167,17 @@ def run(
         return result
 
 
+class _Module(AnsibleModule):
+    def _load_params(self) -> None:
+        super()._load_params()
+        # Fence passwords sit in free-form mappings no_log cannot mark: masked before the
+        # argument spec checks run, whose failure returns the arguments.
+        self.no_log_values.update(secret_values(self.params))
+
+
 def main() -> None:
     # no_log: the arguments may hold fence passwords; keep them out of the journal.
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True, no_log=True)
-    module.no_log_values.update(secret_values(module.params))
+    module = _Module(argument_spec=ARGUMENT_SPEC, supports_check_mode=True, no_log=True)
     try:
         result = run(module.params, check_mode=module.check_mode, want_diff=module._diff)
     except CibError as e:
