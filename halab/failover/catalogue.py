@@ -15,11 +15,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from halab.cluster import crm
 from halab.cluster.declared import Declared
 from halab.errors import HalabError
+from halab.failover.result import Result
 from halab.lab import poll
 
 SETTLE = 2.0  # a service counts as back once it has answered continuously this long
@@ -264,13 +265,14 @@ CATALOGUE = {s.name: s for s in [
 
 @dataclass
 class Run:
-    """What one scenario run saw: the report's record, and the test's verdict."""
+    """One scenario run under way: what it acts on, and what it saw so far (`result`:
+    the report's record, and the test's verdict)."""
 
     spec: Spec
     cluster: Cluster
     victim: str = ""
     t0: float = 0.0
-    result: dict = field(default_factory=dict)
+    result: Result = field(default_factory=Result)
     violations: list[str] = field(default_factory=list)
 
     def check(self, ok: bool, message: str) -> None:
@@ -346,17 +348,15 @@ def _clients(cluster: Cluster, with_workloads: bool) -> tuple[object, dict]:
     return pr, loads
 
 
-def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> dict:
+def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> Result:
     """Run one scenario of the catalogue; returns its result (with `violations`)."""
     spec = CATALOGUE[name]
     r = Run(spec, cluster)
-    r.result["failed_actions_before"] = []
-    cluster.wait_healthy(gate_timeout, cleaned=r.result["failed_actions_before"])
+    cluster.wait_healthy(gate_timeout, cleaned=r.result.failed_actions_before)
     st = cluster.state()
-    r.result["failed_actions"] = []  # left by the fault, on any node; cleared afterwards
     r.victim = pick(cluster, spec.target, st) if spec.target else ""
-    r.result["dc_before"] = st["dc"]  # losing the DC adds an election to the recovery
-    r.result["public_owner_before"] = cluster.vip_owner("public", st)
+    r.result.dc_before = st["dc"]  # losing the DC adds an election to the recovery
+    r.result.public_owner_before = cluster.vip_owner("public", st)
     pr, loads = _clients(cluster, spec.workloads)
     pr.start()
     for w in loads.values():
@@ -368,7 +368,7 @@ def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> dict:
             wait(pr.all_up, 30, lambda: f"every service answering before the fault "
                  f"(not answering: {', '.join(pr.down())})")
             if cluster.peer_vips:  # one power loss must take both kinds of VIP
-                owner = r.result["public_owner_before"]
+                owner = r.result.public_owner_before
                 peers = set(cluster.peer_vips.values())
                 wait(lambda: cluster.held_vips(owner, peers=True) == peers,
                      30, f"keepalived's VIPs on {owner}, the public VIP's owner")
@@ -377,13 +377,13 @@ def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> dict:
             try:
                 OBSERVE[spec.kind](r, st, pr)
             finally:
-                t_restore = r.result["restore_t"] = time.time()
+                t_restore = r.result.restore_t = time.time()
                 restore()
-                r.result["healthy_again_s"] = round(time.time() - t_restore + cluster.wait_healthy(
-                    spec.timeout, cleaned=r.result["failed_actions"]), 2)
+                r.result.healthy_again_s = round(time.time() - t_restore + cluster.wait_healthy(
+                    spec.timeout, cleaned=r.result.failed_actions), 2)
             wait(lambda: pr.up_for(SETTLE), 120, lambda: f"every service answering after "
                  f"restore (not answering now: {', '.join(pr.down()) or 'none'})")
-            r.result["split_brain_vip_s"] = watch.doubled_s()
+            r.result.split_brain_vip_s = watch.doubled_s()
             r.check(watch.doubled_s() == 0, f"a VIP was up on two nodes for "
                                            f"{watch.doubled_s()}s")
     except HalabError as exc:  # FailoverError included: a wait ran out
@@ -391,37 +391,34 @@ def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> dict:
         _bundle(r, pr)  # before the restore changes what there is to see
         with contextlib.suppress(HalabError):  # leave the cluster healthy for the next one
             restore()
-            cluster.wait_healthy(spec.timeout, cleaned=r.result["failed_actions"])
+            cluster.wait_healthy(spec.timeout, cleaned=r.result.failed_actions)
     finally:
         for w in loads.values():
             w.stop()
         pr.stop()
-    r.result["data"] = {}
     for key, w in loads.items():
         try:
-            r.result["data"][key] = w.verify()
+            r.result.data[key] = w.verify()
         except Exception as exc:  # noqa: BLE001 - a verify that cannot run is a finding
             r.violations.append(f"{key}: verify failed: {exc}")
             continue
-        lost = {k: v for k, v in r.result["data"][key].items()
+        lost = {k: v for k, v in r.result.data[key].items()
                 if k.startswith("lost") and k != "lost_unacknowledged" and v}
         if key in spec.expected_loss:
-            r.result["data"][key]["expected_loss"] = spec.expected_loss[key]
+            r.result.data[key]["expected_loss"] = spec.expected_loss[key]
         else:
             r.check(not lost, f"{key} lost acknowledged data: {lost}")
-        r.violations += [f"{key}: {v}" for v in r.result["data"][key].get("violations", [])]
-    r.result.update(
-        scenario=name, faults=cluster.faults.kind, victim=r.victim, t0=r.t0,
-        violations=r.violations,
-        services={s: _service(pr, s, r.t0, r.result.get("restore_t")) for s in pr.names},
-        samples=pr.samples_since(r.t0 - 5),
-    )
+        r.violations += [f"{key}: {v}" for v in r.result.data[key].get("violations", [])]
+    r.result.scenario, r.result.faults = name, cluster.faults.kind
+    r.result.victim, r.result.t0, r.result.violations = r.victim, r.t0, r.violations
+    r.result.services = {s: _service(pr, s, r.t0, r.result.restore_t) for s in pr.names}
+    r.result.samples = pr.samples_since(r.t0 - 5)
     _timeline(r)
     _peer(r)
-    if "bank" in r.result["data"]:
-        r.result["galera_write_gap_s"] = r.result["data"]["bank"].get("longest_gap_s")
-    if "keystone" in r.result["data"]:
-        r.result["keystone_gap_s"] = r.result["data"]["keystone"].get("longest_gap_s")
+    if "bank" in r.result.data:
+        r.result.galera_write_gap_s = r.result.data["bank"].get("longest_gap_s")
+    if "keystone" in r.result.data:
+        r.result.keystone_gap_s = r.result.data["keystone"].get("longest_gap_s")
     return r.result
 
 
@@ -429,13 +426,14 @@ def _bundle(r: Run, pr) -> None:
     from halab.cluster import collect
 
     try:
-        r.result["bundle"] = str(collect.bundle(
+        r.result.bundle = str(collect.bundle(
             f"{r.spec.name}-{r.victim or 'cluster'}", (r.t0 or time.time()) - 60,
-            extra={"run.json": {"scenario": r.spec.name, "victim": r.victim, "t0": r.t0,
-                                "violations": r.violations, **r.result},
+            extra={"run.json": replace(
+                       r.result, scenario=r.spec.name, victim=r.victim, t0=r.t0,
+                       violations=r.violations).as_dict(),
                    "probe.json": pr.samples_since((r.t0 or time.time()) - 5)}))
     except (HalabError, OSError) as exc:
-        r.result["bundle"] = f"not written: {exc}"
+        r.result.bundle = f"not written: {exc}"
 
 
 def _service(pr, name: str, t0: float, restore_t: float | None) -> dict:
@@ -460,16 +458,18 @@ def _peer(r: Run) -> None:
     each first answered again, and their ratio. First answer on both sides: keepalived's
     VIP may move once more later, to follow the public VIP (the benchmark's coupling,
     not a failover)."""
-    services = r.result["services"]
-    if not r.victim or r.victim != r.result.get("public_owner_before"):
+    services = r.result.services
+    if not r.victim or r.victim != r.result.public_owner_before:
         return  # the fault did not take the VIPs' owner
     peers = {k: v for k, v in services.items() if k.startswith(PEER)}
     public = services.get("public", {}).get("first_back_s")
+    figures = {}
     for key, svc in peers.items():
         peer = svc["first_back_s"]
-        r.result.setdefault("peer", {})[key[len(PEER):]] = {
+        figures[key[len(PEER):]] = {
             "pacemaker_vip_back_s": public, "keepalived_vip_back_s": peer,
             "ratio": round(public / peer, 2) if public and peer else None}
+    r.result.peer = figures or None  # None: no keepalived peer in this run
 
 
 def _timeline(r: Run) -> None:
@@ -479,12 +479,12 @@ def _timeline(r: Run) -> None:
 
     events = timeline.collect(r.cluster.output, r.cluster.names, r.cluster.faults.records(),
                               r.t0 - 2, time.time())
-    r.result["timeline"] = phases = timeline.phases(events, r.t0, r.victim)
+    r.result.timeline = phases = timeline.phases(events, r.t0, r.victim)
     # Aborts while the recovery ran: they hold every new action until those in flight end.
     until = max([v for k, v in phases.items() if k.startswith("vip_started")]
-                + [r.result.get("services_back_s") or 0])
-    r.result["aborts"] = timeline.aborts(events, r.t0, r.t0 + until)
-    r.result["events"] = timeline.as_json(events, r.t0)
+                + [r.result.services_back_s or 0])
+    r.result.aborts = timeline.aborts(events, r.t0, r.t0 + until)
+    r.result.events = timeline.as_json(events, r.t0)
 
 
 # ---- faults: each injects and returns its restore ---------------------------------
@@ -500,7 +500,7 @@ def _inject_standby(r: Run, st: dict):
 
 def _inject_kill(r: Run, st: dict):
     spec, cluster = r.spec, r.cluster
-    r.result["failcount_before"] = cluster.failcount(spec.primitive, r.victim, r.victim)
+    r.result.failcount_before = cluster.failcount(spec.primitive, r.victim, r.victim)
     cluster.sh(r.victim, f"kill -9 $(pidof {spec.process})")
 
     def restore() -> None:
@@ -511,7 +511,7 @@ def _inject_kill(r: Run, st: dict):
 def _took_effect(r: Run, moment: float) -> None:
     """Measure from when the fault took effect; the backend's command may take seconds
     before it (a fence agent starting up), which is not the cluster's recovery."""
-    r.result["inject_s"] = round(moment - r.t0, 2)
+    r.result.inject_s = round(moment - r.t0, 2)
     r.t0 = moment
 
 
@@ -573,7 +573,7 @@ def _try(action: Callable[[], None]) -> bool:
 
 def _inject_quorum(r: Run, st: dict):
     lost = [n for n in r.cluster.names if n != r.victim]
-    r.result["lost"] = lost
+    r.result.lost = lost
     moments = [r.cluster.power("off", name) for name in lost]
     _took_effect(r, moments[-1])  # quorum is lost with the last of them
     return lambda: _power_back(r, lost)
@@ -585,7 +585,7 @@ def _inject_full(r: Run, st: dict):
     def restore() -> None:
         proc = r.cluster.sh(r.cluster.names[0], "pcs cluster start --all", timeout=180, check=False)
         if proc.returncode != 0:  # pcsd right after a full stop: start each locally
-            r.result["start_all_error"] = (proc.stderr or proc.stdout).strip()[-300:]
+            r.result.start_all_error = (proc.stderr or proc.stdout).strip()[-300:]
             for name in r.cluster.names:
                 r.cluster.sh(name, "pcs cluster start", timeout=120, check=False)
     return restore
@@ -604,14 +604,14 @@ INJECT = {"standby": _inject_standby, "kill": _inject_kill, "power": _inject_pow
 
 def _services_back(r: Run, pr, timeout: float = 120) -> None:
     wait(lambda: pr.up_for(SETTLE), timeout, "every service answering through its VIP")
-    r.result["services_back_s"] = r.since()
+    r.result.services_back_s = r.since()
 
 
 def _detected(r: Run, gone: str) -> dict:
     """Wait until a surviving node's crm_mon shows `gone` out of the cluster."""
     st = wait(lambda: (s := r.cluster.state(avoid=(gone,))) and gone not in s["online"] and s,
               120, f"the cluster to see {gone} gone", interval=0.2)
-    r.result["detected_s"] = r.since()
+    r.result.detected_s = r.since()
     return st
 
 
@@ -635,9 +635,9 @@ def _moved(r: Run, before: dict, gone: str) -> dict:
         return st
 
     st = wait(settled, 120, f"VIPs and the Redis master away from {gone}", interval=0.3)
-    r.result["vips_moved_s"] = r.since()
+    r.result.vips_moved_s = r.since()
     if cluster.redis_master(before) == gone:
-        r.result["redis_promoted_s"] = r.since()
+        r.result.redis_promoted_s = r.since()
     wait(lambda: (s := cluster.state(avoid=(gone,))) and
          survivors <= set(s["roles"].get("galera-master", {}).get("Promoted", [])) and
          survivors <= set(s["started"].get("rabbitmq-clone", [])),
@@ -659,12 +659,12 @@ def _observe_standby(r: Run, before: dict, pr) -> None:
 def _observe_kill(r: Run, before: dict, pr) -> None:
     spec, cluster = r.spec, r.cluster
     obs = _observer(r)
-    wait(lambda: cluster.failcount(spec.primitive, r.victim, obs) > r.result["failcount_before"],
+    wait(lambda: cluster.failcount(spec.primitive, r.victim, obs) > r.result.failcount_before,
          120, f"Pacemaker to notice {spec.process} died on {r.victim}", interval=0.3)
-    r.result["detected_s"] = r.since()
+    r.result.detected_s = r.since()
     # One monitor failure; a promoted instance may add a failed demote of the dead
     # process, so the count is reported rather than required to be exactly +1.
-    r.result["failcount_after"] = cluster.failcount(spec.primitive, r.victim, obs)
+    r.result.failcount_after = cluster.failcount(spec.primitive, r.victim, obs)
     rsc = next(rs for rs in cluster.hv["pacemaker_resources"] if rs["id"] == spec.primitive)
     rid = (rsc.get("clone") or rsc.get("promotable") or rsc)["id"]
     if str((rsc.get("meta") or {}).get("migration-threshold")) == "1":
@@ -677,11 +677,11 @@ def _observe_kill(r: Run, before: dict, pr) -> None:
     else:
         st = wait(lambda: (s := cluster.state()) and sorted(s["started"].get(rid, [])) ==
                   sorted(cluster.names) and s, 180, f"{rid} running on every node again")
-        r.result["resource_back_s"] = r.since()
+        r.result.resource_back_s = r.since()
         r.check(all(len(v) == len(set(v)) for v in st["started"].values()),
                 "an instance runs twice on one node")
     if spec.primitive == "redis" and cluster.redis_master(before) == r.victim:
-        r.result["redis_promoted_s"] = r.since()
+        r.result.redis_promoted_s = r.since()
     _services_back(r, pr)
 
 
@@ -690,7 +690,7 @@ def _observe_partition(r: Run, before: dict, pr) -> None:
     _detected(r, r.victim)
     if cluster.fencing:
         wait(lambda: cluster.fenced_since(r.victim, r.t0), 120, f"{r.victim} fenced")
-        r.result["fenced_s"] = r.since()
+        r.result.fenced_s = r.since()
     _moved(r, before, r.victim)
     _services_back(r, pr)
     # The cut-off node must have stopped its resources (no quorum) or been fenced.
@@ -702,7 +702,7 @@ def _observe_quorum(r: Run, before: dict, pr) -> None:
     survivor = r.victim
     wait(lambda: (s := cluster.state(prefer=survivor)) and not s["quorum"], 120,
          f"{survivor} to lose quorum", interval=0.3)
-    r.result["detected_s"] = r.since()
+    r.result.detected_s = r.since()
 
     remaining: list[str] = []
 
@@ -717,25 +717,26 @@ def _observe_quorum(r: Run, before: dict, pr) -> None:
         wait(stopped, 120, f"{survivor} to stop every resource (no-quorum-policy=stop)")
     except FailoverError as exc:
         raise FailoverError(f"{exc}; still started there: {remaining}") from None
-    r.result["survivor_stopped_s"] = r.since()
+    r.result.survivor_stopped_s = r.since()
     r.check(not cluster.held_vips(survivor), f"{survivor} holds a VIP without quorum")
 
 
 def _observe_full(r: Run, before: dict, pr) -> None:
     wait(lambda: not any(r.cluster.held_vips(n) for n in r.cluster.names), 180,
          "every VIP down after the full stop")
-    r.result["stopped_s"] = r.since()
+    r.result.stopped_s = r.since()
 
 
 def _observe_rolling(r: Run, before: dict, pr) -> None:
     cluster = r.cluster
+    r.result.steps_s = []
     for name in cluster.names:
         cluster.sh(name, "pcs cluster stop", timeout=180)
         wait(lambda n=name: (s := cluster.state(avoid=(n,))) and n not in s["online"], 120,
              f"{name} out of the cluster")
         cluster.sh(name, "pcs cluster start", timeout=180)
         cluster.wait_healthy(r.spec.timeout)
-        r.result.setdefault("steps_s", []).append(r.since())
+        r.result.steps_s.append(r.since())
 
 
 OBSERVE = {"standby": _observe_standby, "kill": _observe_kill,
@@ -769,7 +770,6 @@ def campaign(cluster: Cluster, scenarios: list[str], runs: int, totems: list[int
     """Every scenario `runs` times under each totem setting. Each run's result is
     appended to failover-<time>.jsonl as soon as it ends; the report is written from
     the runs there are, also when an error or Ctrl-C ends the campaign early."""
-    import json
     from pathlib import Path
 
     from halab.cluster import declared
@@ -779,7 +779,7 @@ def campaign(cluster: Cluster, scenarios: list[str], runs: int, totems: list[int
     out.mkdir(parents=True, exist_ok=True)
     lines = out / f"failover-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
     hidden = declared.secret_values(cluster.inventory.secrets_dir)
-    results: list[dict] = []
+    results: list[Result] = []
     paths: list = []
     try:
         for token in totems:
@@ -788,13 +788,13 @@ def campaign(cluster: Cluster, scenarios: list[str], runs: int, totems: list[int
             for name in scenarios:
                 for i in range(1, runs + 1):
                     res = run(cluster, name)
-                    res.update(totem=label, run=i)
+                    res.totem, res.run = label, i
                     results.append(res)
                     with lines.open("a") as fh:
-                        fh.write(declared.scrub(json.dumps(res), hidden) + "\n")
-                    log(f"{label} {name} #{i}: victim {res['victim']}, detected "
-                        f"{res.get('detected_s')}s, services back "
-                        f"{res.get('services_back_s')}s, violations {len(res['violations'])}")
+                        fh.write(declared.scrub(res.to_json(), hidden) + "\n")
+                    log(f"{label} {name} #{i}: victim {res.victim}, detected "
+                        f"{res.detected_s}s, services back "
+                        f"{res.services_back_s}s, violations {len(res.violations)}")
     finally:
         try:
             set_totem(cluster, declared_token(cluster))

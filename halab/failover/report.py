@@ -1,6 +1,6 @@
-"""The failover report: scenario runs (result dicts of halab.failover) summarised per
-scenario and totem setting, written as JSON, Markdown and one availability timeline
-(PNG) per power-loss scenario. Goals are reported next to the figures, never asserted."""
+"""The failover report: scenario runs (halab.failover.result) summarised per scenario
+and totem setting, written as JSON, Markdown and one availability timeline (PNG) per
+power-loss scenario. Goals are reported next to the figures, never asserted."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from pathlib import Path
 from matplotlib.figure import Figure  # no pyplot: no global backend or state
 
 from halab.failover import timeline
+from halab.failover.result import Result
 
+# A run's own timings (Result fields) with stats per group.
 TIMINGS = ("detected_s", "fenced_s", "redis_promoted_s", "galera_write_gap_s",
            "keystone_gap_s", "healthy_again_s")
 # Figures of a whole run, derived from its services (see `derived`).
@@ -104,11 +106,11 @@ def _add(total: dict, key: str, value) -> None:
         total[key] = total.get(key, 0) + value
 
 
-def safety(runs: list[dict]) -> dict:
+def safety(runs: list[Result]) -> dict:
     data: dict = {}
     for r in runs:
         for workload, keys in SAFETY.items():
-            figures = (r.get("data") or {}).get(workload)
+            figures = r.data.get(workload)
             if figures is None:
                 continue
             out = data.setdefault(workload, {"runs": 0})
@@ -120,57 +122,63 @@ def safety(runs: list[dict]) -> dict:
     return data
 
 
-def derived(r: dict) -> dict:
+def derived(r: Result) -> dict:
     """A run's whole-run figures: its slowest service back after the fault (None if
     one never came back), that less the cluster's detection, the worst outage the
     lost node's return caused, and the fencing's end from the cluster's records."""
-    services = r.get("services", {}).values()
+    services = r.services.values()
     backs = [s.get("recovered_s") for s in services]
     worst = None if not backs or None in backs else max(backs)
     returns = [s["return_outage_s"] for s in services if s.get("return_outage_s") is not None]
     out = {"worst_service_s": worst,
-           "beyond_detection_s": (round(worst - r["detected_s"], 3)
-                                  if worst is not None and r.get("detected_s") is not None
+           "beyond_detection_s": (round(worst - r.detected_s, 3)
+                                  if worst is not None and r.detected_s is not None
                                   else None),
            "worst_return_outage_s": max(returns) if returns else None}
-    fenced = (r.get("timeline") or {}).get("fence_confirmed")
-    out["fenced_s"] = fenced if fenced is not None else r.get("fenced_s")
-    peer = next(iter((r.get("peer") or {}).values()), None)
+    fenced = r.timeline.get("fence_confirmed")
+    out["fenced_s"] = fenced if fenced is not None else r.fenced_s
+    peer = next(iter((r.peer or {}).values()), None)
     if peer:
         out.update(zip(PEER, (peer["pacemaker_vip_back_s"], peer["keepalived_vip_back_s"],
                               peer["ratio"]), strict=True))
     return out
 
 
-def phase_stats(runs: list[dict]) -> dict:
+def figures(r: Result) -> dict:
+    """A run's timing figures by name: its own (TIMINGS) and the derived ones, which
+    may replace them (the fencing as the cluster recorded it)."""
+    return {**{k: getattr(r, k) for k in TIMINGS}, **derived(r)}
+
+
+def phase_stats(runs: list[Result]) -> dict:
     """Per phase of the cluster's recovery that the runs' records show: its stats."""
     out = {}
     for key in timeline.PHASES:
-        st = stats([(r.get("timeline") or {}).get(key) for r in runs])
+        st = stats([r.timeline.get(key) for r in runs])
         if st["n"]:
             out[key] = st
     return out
 
 
-def summarise(results: list[dict]) -> dict:
+def summarise(results: list[Result]) -> dict:
     """{"groups": [...]}: one group per (scenario, totem) with timing stats (seconds
     from the injection), the phases of the cluster's recovery and summed data-safety
     figures."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    groups: dict[tuple[str, str], list[Result]] = {}
     for r in results:
-        groups.setdefault((r["scenario"], r.get("totem", "default")), []).append(
-            {**r, **derived(r)})
+        groups.setdefault((r.scenario, r.totem or "default"), []).append(r)
     out = []
     for (scenario, totem), runs in sorted(groups.items()):
-        timing = {k: stats([r.get(k) for r in runs]) for k in TIMINGS + DERIVED + PEER}
-        for s in sorted({s for r in runs for s in r.get("services", {})}):
+        figs = [figures(r) for r in runs]
+        timing = {k: stats([f.get(k) for f in figs]) for k in TIMINGS + DERIVED + PEER}
+        for s in sorted({s for r in runs for s in r.services}):
             timing[f"recovered_s:{s}"] = stats(
-                [r["services"][s].get("recovered_s") for r in runs if s in r.get("services", {})])
+                [r.services[s].get("recovered_s") for r in runs if s in r.services])
         out.append({"scenario": scenario, "totem": totem, "runs": len(runs),
-                    "runs_with_violations": sum(bool(r.get("violations")) for r in runs),
+                    "runs_with_violations": sum(bool(r.violations) for r in runs),
                     "timing": timing, "data": safety(runs),
                     "phases": phase_stats(runs),
-                    "aborts": stats([len(r["aborts"]) for r in runs if "aborts" in r])})
+                    "aborts": stats([len(r.aborts) for r in runs if r.aborts is not None])})
     return {"groups": out}
 
 
@@ -390,10 +398,10 @@ def _runs(samples: list[list]) -> tuple[list[tuple[float, float]], list[tuple[fl
     return up, down
 
 
-def timeline_png(result: dict, path: str | Path) -> Path:
+def timeline_png(result: Result, path: str | Path) -> Path:
     """Each service's availability across the fault, one row per service, time in
     seconds from the injection (marked), and the cluster's detection if known."""
-    t0, samples = result["t0"], result.get("samples") or {}
+    t0, samples = result.t0, result.samples
     names = list(samples)
     fig = Figure(figsize=(10, 1.8 + 0.5 * max(len(names), 1)), dpi=100)
     ax = fig.subplots()
@@ -402,12 +410,12 @@ def timeline_png(result: dict, path: str | Path) -> Path:
         ax.broken_barh(up, (row - 0.35, 0.7), color="#4caf50", label="up" if row == 0 else None)
         ax.broken_barh(down, (row - 0.35, 0.7), color="#e53935",
                        label="down" if row == 0 else None)
-    victim = result.get("victim") or "?"
+    victim = result.victim or "?"
     ax.axvline(0, color="black", linestyle="--", label=f"fault: {victim}")
-    if result.get("detected_s") is not None:
-        ax.axvline(result["detected_s"], color="#1e88e5", linestyle=":",
+    if result.detected_s is not None:
+        ax.axvline(result.detected_s, color="#1e88e5", linestyle=":",
                    label="crm_mon shows it offline")
-    phases = result.get("timeline") or {}
+    phases = result.timeline
     colours = ("#8e24aa", "#3949ab", "#00897b", "#f4511e", "#6d4c41", "#fdd835",
                "#546e7a", "#d81b60")
     for colour, key in zip(colours, timeline.PHASES, strict=False):
@@ -417,8 +425,8 @@ def timeline_png(result: dict, path: str | Path) -> Path:
     ax.set_yticks(range(len(names)), names)
     ax.set_ylim(len(names) - 0.5, -0.5)
     ax.set_xlabel("seconds from the fault's injection")
-    ax.set_title(f"{result.get('scenario', '?')} (totem {result.get('totem', 'default')}, "
-                 f"run {result.get('run', '?')})")
+    ax.set_title(f"{result.scenario or '?'} (totem {result.totem or 'default'}, "
+                 f"run {result.run or '?'})")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize="small", ncols=3,
               frameon=False)  # below the axis: it would hide bars inside
@@ -430,7 +438,7 @@ def timeline_png(result: dict, path: str | Path) -> Path:
 # ---------------------------------------------------------------- files
 
 
-def write(results: list[dict], directory: str | Path,
+def write(results: list[Result], directory: str | Path,
           secrets_dir: str | Path | None = None) -> list[Path]:
     """failover-<timestamp>.json (summary and raw results), .md, and a timeline PNG of
     the first run of each power-loss scenario per totem setting; the values of the
@@ -446,16 +454,17 @@ def write(results: list[dict], directory: str | Path,
     pngs: list[Path] = []
     drawn: set[tuple[str, str]] = set()
     for r in results:
-        key = (r["scenario"], r.get("totem", "default"))
-        if r["scenario"].startswith("power-loss") and key not in drawn and r.get("samples"):
+        key = (r.scenario, r.totem or "default")
+        if r.scenario.startswith("power-loss") and key not in drawn and r.samples:
             drawn.add(key)
-            name = f"failover-{stamp}-{key[0]}-{key[1]}-run{r.get('run', 1)}.png"
+            name = f"failover-{stamp}-{key[0]}-{key[1]}-run{r.run or 1}.png"
             pngs.append(timeline_png(r, directory / name))
     md = markdown(summary)
     if pngs:
         md += "\n## Timelines\n\n" + "".join(f"![{p.stem}]({p.name})\n" for p in pngs)
     js = directory / f"failover-{stamp}.json"
-    js.write_text(declared.scrub(json.dumps({"summary": summary, "results": results},
+    records = [r.as_dict() for r in results]
+    js.write_text(declared.scrub(json.dumps({"summary": summary, "results": records},
                                             indent=1), hidden))
     mdp = directory / f"failover-{stamp}.md"
     mdp.write_text(declared.scrub(md, hidden))

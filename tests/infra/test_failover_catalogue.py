@@ -6,7 +6,6 @@ acknowledged write was lost. Runs last (conftest orders test_failover_* modules)
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from test_stateful import amqp
 
 from halab.errors import HalabError
 from halab.failover import catalogue
+from halab.failover.result import Result
 
 FENCE_BOUND = 5.0  # seconds from the fence request to its confirmation
 RESULTS = Path(os.environ.get("HALAB_RESULTS", ROOT / "reports" / "catalogue.jsonl"))
@@ -47,14 +47,14 @@ def remote(inventory):
     return allowed(catalogue.Cluster(inventory, "remote"))
 
 
-def figures(result: dict) -> str:
+def figures(result: Result) -> str:
     keys = ("detected_s", "fenced_s", "vips_moved_s", "redis_promoted_s", "resource_back_s",
             "services_back_s", "galera_write_gap_s", "keystone_gap_s", "healthy_again_s")
-    shown = [f"{k}={result[k]}" for k in keys if result.get(k) is not None]
-    for svc, s in result.get("services", {}).items():
+    shown = [f"{k}={v}" for k in keys if (v := getattr(result, k)) is not None]
+    for svc, s in result.services.items():
         shown.append(f"{svc}:{s['recovered_s']}"
                      + (f"(+{s['return_outage_s']} on return)" if s.get("return_outage_s") else ""))
-    phases = " ".join(f"{k}={v}" for k, v in result.get("timeline", {}).items() if ":" not in k)
+    phases = " ".join(f"{k}={v}" for k, v in result.timeline.items() if ":" not in k)
     return " ".join(shown) + (f"\n  cluster's records: {phases}" if phases else "")
 
 
@@ -68,23 +68,23 @@ def test_scenario(lab, remote, scenario):
     started = time.monotonic()
     result = catalogue.run(cluster, scenario)
     with RESULTS.open("a") as fh:
-        fh.write(json.dumps({k: v for k, v in result.items() if k != "samples"}) + "\n")
-    print(f"\n{scenario} ({cluster.faults.kind} faults, victim {result['victim'] or '-'}, "
+        fh.write(result.to_json(samples=False) + "\n")
+    print(f"\n{scenario} ({cluster.faults.kind} faults, victim {result.victim or '-'}, "
           f"{time.monotonic() - started:.0f}s): {figures(result)}")
-    for key, data in result["data"].items():
+    for key, data in result.data.items():
         print(f"  {key}: {data}")
-    assert not result["violations"], result["violations"]
+    assert not result.violations, result.violations
     if kind in ("power", "partition", "maintenance"):
-        assert result["detected_s"] is not None and result["vips_moved_s"] is not None
+        assert result.detected_s is not None and result.vips_moved_s is not None
     if kind in ("power", "partition") and lab.fencing:
         # A correctness bound, not a benchmark: the lab's switch answers within ~1 s.
-        phases = result["timeline"]
+        phases = result.timeline
         assert {"fence_requested", "fence_confirmed"} <= set(phases), \
-            f"no fencing of {result['victim']} in the cluster's records: {phases}"
+            f"no fencing of {result.victim} in the cluster's records: {phases}"
         took = phases["fence_confirmed"] - phases["fence_requested"]
         assert took <= FENCE_BOUND, f"fencing took {took:.1f}s from request to confirmation"
-    if result["data"]:
-        assert result["data"]["bank"]["acknowledged"] > 0, "the bank made no transfer"
+    if result.data:
+        assert result.data["bank"]["acknowledged"] > 0, "the bank made no transfer"
 
 
 def test_after_a_full_restart_definitions_came_back(lab, inventory, nodes):

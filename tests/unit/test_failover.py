@@ -7,6 +7,7 @@ import pytest
 
 from halab.cluster import crm
 from halab.failover import catalogue
+from halab.failover.result import Result
 
 NODES = ["n0", "n1", "n2"]
 HOSTVARS = {
@@ -130,13 +131,13 @@ def test_the_peer_ratio_takes_each_vips_first_answer_after_the_fault():
     pr = _probe({"public": [(0.1, 5.0)], "keepalived:peer": [(0.1, 3.8), (6.0, 6.5)]}, t0)
     r = catalogue.Run(catalogue.CATALOGUE["power-loss-public-vip-owner"], cluster=None,
                      victim="n0", t0=t0)
-    r.result = {"public_owner_before": "n0", "services": {
-        s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names}}
-    assert r.result["services"]["keepalived:peer"]["first_back_s"] == 3.8
-    assert r.result["services"]["keepalived:peer"]["recovered_s"] == 6.5
+    r.result = Result(public_owner_before="n0", services={
+        s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names})
+    assert r.result.services["keepalived:peer"]["first_back_s"] == 3.8
+    assert r.result.services["keepalived:peer"]["recovered_s"] == 6.5
     catalogue._peer(r)
-    assert r.result["peer"] == {"peer": {"pacemaker_vip_back_s": 5.0,
-                                         "keepalived_vip_back_s": 3.8, "ratio": 1.32}}
+    assert r.result.peer == {"peer": {"pacemaker_vip_back_s": 5.0,
+                                      "keepalived_vip_back_s": 3.8, "ratio": 1.32}}
 
 
 def test_no_peer_figure_when_the_fault_spared_the_vips_owner():
@@ -144,8 +145,8 @@ def test_no_peer_figure_when_the_fault_spared_the_vips_owner():
     pr = _probe({"public": [], "keepalived:peer": []}, t0)
     r = catalogue.Run(catalogue.CATALOGUE["power-loss-redis-master"], cluster=None,
                      victim="n1", t0=t0)
-    r.result = {"public_owner_before": "n0", "services": {
-        s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names}}
-    assert r.result["services"]["public"]["first_back_s"] == 0.0
+    r.result = Result(public_owner_before="n0", services={
+        s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names})
+    assert r.result.services["public"]["first_back_s"] == 0.0
     catalogue._peer(r)
-    assert "peer" not in r.result
+    assert r.result.peer is None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
-from halab.failover import report
+from halab.failover import report, result
+from halab.failover.result import Result
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -19,9 +21,9 @@ def samples(t0: float, down: tuple[float, float], span=(-2.0, 12.0), step=0.1) -
 
 
 def run(scenario: str, totem: str, n: int, public: float | None, redis_s: float,
-        gap: float, lost: int = 0, redis_lost: tuple[int, int, int] = (0, 0, 0)) -> dict:
+        gap: float, lost: int = 0, redis_lost: tuple[int, int, int] = (0, 0, 0)) -> Result:
     t0 = 1_700_000_000.0 + 1000 * n
-    return {
+    return Result.from_dict({
         "scenario": scenario, "totem": totem, "run": n, "victim": "overcloud-controller-0",
         "t0": t0, "detected_s": 1.0 + n / 10, "redis_promoted_s": redis_s - 1,
         "galera_write_gap_s": gap, "healthy_again_s": 60.0 + n,
@@ -45,7 +47,7 @@ def run(scenario: str, totem: str, n: int, public: float | None, redis_s: float,
                      "vip_started": 2.0 + (n == 2) * 2},
         "aborts": [{"t": 1.6, "why": " by deletion of nvpair"}] * n,
         "violations": ["x"] if lost else [],
-    }
+    })
 
 
 RESULTS = [
@@ -150,14 +152,14 @@ def test_write_produces_json_markdown_and_one_png_per_power_loss_scenario(tmp_pa
 
 
 def test_the_lost_writes_goal_is_not_measured_without_workloads():
-    bare = [{**RESULTS[0], "data": {}}]
+    bare = [replace(RESULTS[0], data={})]
     md = report.markdown(report.summarise(bare))
     assert "- lost acknowledged writes: goal 0: not measured" in md
 
 
 def test_a_missing_figure_is_not_measured_but_a_missing_recovery_is_never():
-    r = {**RESULTS[2], "detected_s": None, "galera_write_gap_s": None, "timeline": {}}
-    r["services"] = {"public": {"recovered_s": None, "outages": []}}
+    r = replace(RESULTS[2], detected_s=None, galera_write_gap_s=None, timeline={},
+                services={"public": {"recovered_s": None, "outages": []}})
     md = report.markdown(report.summarise([r]))
     assert "| power-loss-public-vip-owner | 1 | n/a (1) | n/a (1) | never (1) |" in md
     assert "Galera write gap after a node's power loss: goal p95 ≤ 7 s " \
@@ -221,12 +223,12 @@ def test_the_phases_of_the_recovery_get_a_table():
 
 
 def test_the_lost_nodes_return_is_its_own_figure():
-    r = {**RESULTS[0]}
-    r["services"] = {"public": {"recovered_s": 3.0, "return_outage_s": 2.5, "outages": []},
-                     "redis": {"recovered_s": 4.0, "return_outage_s": 0.0, "outages": []}}
+    r = replace(RESULTS[0], services={
+        "public": {"recovered_s": 3.0, "return_outage_s": 2.5, "outages": []},
+        "redis": {"recovered_s": 4.0, "return_outage_s": 0.0, "outages": []}})
     figures = report.derived(r)
     assert figures["worst_service_s"] == 4.0 and figures["worst_return_outage_s"] == 2.5
-    assert figures["beyond_detection_s"] == round(4.0 - r["detected_s"], 3)
+    assert figures["beyond_detection_s"] == round(4.0 - r.detected_s, 3)
     line = next(line for line in report.markdown(report.summarise([r])).splitlines()
                 if "node's return" in line and line.startswith("- "))
     assert "worst 2.5 s over 1 runs → NOT met" in line
@@ -235,7 +237,7 @@ def test_the_lost_nodes_return_is_its_own_figure():
 def test_each_phase_gets_median_and_worst_over_the_runs_that_recorded_it():
     runs = [{"membership": 4.0, "fence_confirmed": 5.0}, {"membership": 4.4},
             {"membership": 3.9, "fence_confirmed": 9.0}]
-    ph = report.phase_stats([{"timeline": r} for r in runs])
+    ph = report.phase_stats([Result(timeline=r) for r in runs])
     assert set(ph) == {"membership", "fence_confirmed"}
     assert (ph["membership"]["n"], ph["membership"]["median"], ph["membership"]["max"]) \
         == (3, 4.0, 4.4)
@@ -247,7 +249,7 @@ def test_the_keepalived_peer_gets_its_figures_and_the_ratio():
     runs = []
     for n, (pcmk, vrrp) in enumerate(((5.0, 4.0), (6.0, 3.0), (4.5, 4.5)), start=1):
         r = run("power-loss-public-vip-owner", "token-1000", n, pcmk, 7.0, 5.0)
-        r["peer"] = {"peer": {"pacemaker_vip_back_s": pcmk, "keepalived_vip_back_s": vrrp,
+        r.peer = {"peer": {"pacemaker_vip_back_s": pcmk, "keepalived_vip_back_s": vrrp,
                               "ratio": round(pcmk / vrrp, 2)}}
         runs.append(r)
     summary = report.summarise(runs + [RESULTS[-1]])
@@ -265,3 +267,20 @@ def test_the_keepalived_peer_gets_its_figures_and_the_ratio():
 
 def test_no_peer_table_without_the_peer():
     assert "keepalived" not in report.markdown(report.summarise(RESULTS))
+
+
+def test_a_report_is_rebuilt_from_the_runs_json_lines(tmp_path):
+    lines = tmp_path / "failover.jsonl"
+    lines.write_text("".join(r.to_json() + "\n" for r in RESULTS))
+    assert result.load(lines) == RESULTS
+    assert report.summarise(result.load(lines)) == report.summarise(RESULTS)
+
+
+def test_a_record_leaves_out_what_was_not_measured_and_reads_back_tolerantly():
+    record = RESULTS[0].as_dict(samples=False)
+    assert "samples" not in record and "fenced_s" not in record and "aborts" in record
+    assert record["detected_s"] == RESULTS[0].detected_s
+    old = Result.from_dict({"scenario": "kill-haproxy", "detected_s": 1.5, "fenced_s": None,
+                            "retired_figure_s": 3})
+    assert (old.scenario, old.detected_s, old.fenced_s, old.services) == \
+        ("kill-haproxy", 1.5, None, {})

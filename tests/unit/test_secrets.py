@@ -7,6 +7,7 @@ import json
 
 from halab.cluster import declared, keystone
 from halab.failover import report
+from halab.failover.result import Result
 
 
 def secrets_dir(tmp_path):
@@ -54,8 +55,8 @@ def test_a_cloud_repr_hides_the_password():
 
 def test_the_failover_report_is_scrubbed(tmp_path):
     d = secrets_dir(tmp_path)
-    results = [{"scenario": "kill-haproxy", "totem": "default", "run": 1, "victim": "n",
-                "violations": ["redis AUTH r3dis-pass-0123456789 refused"], "services": {}}]
+    results = [Result(scenario="kill-haproxy", totem="default", run=1, victim="n",
+                      violations=["redis AUTH r3dis-pass-0123456789 refused"])]
     paths = report.write(results, tmp_path / "out", secrets_dir=d)
     for path in paths:
         text = path.read_text()
