@@ -92,6 +92,18 @@ def vip_on_gateway(hosts, vips):
     vips["ha_vips"][1]["address"] = "198.51.100.1"  # the lab host's own leg
 
 
+def vip_unknown_network(hosts, vips):
+    vips["ha_vips"][0]["network"] = "storage"
+
+
+def vip_without_address(hosts, vips):
+    del vips["ha_vips"][0]["address"]
+
+
+def two_controllers(hosts, vips):
+    del controllers(hosts)["overcloud-controller-2"]
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (vip_twice, "ha_vips/ha_peer_vips: internal_api declared more than once"),
     (vip_on_gateway, "ha_vips.internal_api: 198.51.100.1 must lie inside"),
@@ -99,6 +111,10 @@ def vip_on_gateway(hosts, vips):
     (no_interface, "ha_networks.internal needs 'cidr'"),
     (shared_address, "ha_addresses: 198.51.100.10 is set on more than one host"),
     (address_outside, "overcloud-controller-2: ha_addresses.external (198.51.100.12)"),
+    (vip_unknown_network, "ha_vips.public: 198.51.100.100 must lie inside ha_networks.storage"
+                          " (no such network)"),
+    (vip_without_address, "needs name, network and address"),
+    (two_controllers, "pacemaker_hosts_group 'controllers' has 2 host(s): a cluster needs"),
 ])
 def test_preflight_names_the_variable_of_a_bad_inventory(tmp_path, change, message):
     inv = crafted(tmp_path, change)
@@ -176,6 +192,7 @@ NO_PASSWORD_FILE = "a fence password goes in fencing_password"
     ("fence_ipmilan", {"username": "admin"}, IP, None, NO_PASSWORD_FILE),
     ("fence_ipmilan", {"username": "admin", "password": "x"}, IP, None, NO_PASSWORD_FILE),
     ("fence_ipmilan", {"username": "admin", "passwd": "x"}, IP, "pw", NO_PASSWORD_FILE),
+    ("fence_ipmilan", {"username": "admin"}, {**IP, "password": "x"}, "pw", NO_PASSWORD_FILE),
     ("fence_ipmilan", {"username": "admin"}, None, "pw", "fence_ipmilan needs ip"),
     ("fence_virsh", {"ip": "192.168.56.1", "username": "fencer"}, None, None,
      "fence_virsh needs plug"),
