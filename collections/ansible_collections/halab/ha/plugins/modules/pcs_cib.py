@@ -74,10 +74,10 @@ options:
         description: Resource agent, e.g. C(ocf:heartbeat:IPaddr2) or C(systemd:haproxy).
         type: str
         required: true
-      options:
+      options: &options
         description: Instance attributes, name to value.
         type: dict
-      meta:
+      meta: &meta
         description: Meta attributes, name to value.
         type: dict
       ops:
@@ -96,26 +96,20 @@ options:
       no_default_ops:
         description: Pass C(--no-default-ops). Unset, the module's I(no_default_ops) applies.
         type: bool
-      clone:
-        description: Clone the resource (created inline). Mutually exclusive with I(promotable).
+      clone: &clone
+        description: Clone it (created inline). Mutually exclusive with I(promotable).
         type: dict
-        suboptions:
+        suboptions: &clone_options
           id:
             description: Clone id; C(<id>-clone) if unset.
             type: str
           meta:
             description: Meta attributes of the clone, name to value.
             type: dict
-      promotable:
+      promotable: &promotable
         description: As I(clone), for a promotable clone. Mutually exclusive with I(clone).
         type: dict
-        suboptions:
-          id:
-            description: Clone id; C(<id>-clone) if unset.
-            type: str
-          meta:
-            description: Meta attributes of the clone, name to value.
-            type: dict
+        suboptions: *clone_options
   groups:
     description:
       - Groups of declared, uncloned resources, each in at most one group.
@@ -135,26 +129,8 @@ options:
       meta:
         description: Meta attributes of the group, name to value.
         type: dict
-      clone:
-        description: Clone the group. Mutually exclusive with I(promotable).
-        type: dict
-        suboptions:
-          id:
-            description: Clone id; C(<id>-clone) if unset.
-            type: str
-          meta:
-            description: Meta attributes of the clone, name to value.
-            type: dict
-      promotable:
-        description: As I(clone), for a promotable clone. Mutually exclusive with I(clone).
-        type: dict
-        suboptions:
-          id:
-            description: Clone id; C(<id>-clone) if unset.
-            type: str
-          meta:
-            description: Meta attributes of the clone, name to value.
-            type: dict
+      clone: *clone  # the same as a resource's
+      promotable: *promotable
   stonith:
     description:
       - Fence devices, created with C(pcs stonith create).
@@ -170,20 +146,16 @@ options:
         description: Fence agent, e.g. C(fence_ipmilan).
         type: str
         required: true
-      options:
-        description: Instance attributes, name to value.
-        type: dict
-      meta:
-        description: Meta attributes, name to value.
-        type: dict
+      options: *options
+      meta: *meta
       ops:
         description: Operations, as for I(resources).
         type: list
         elements: dict
-      force:
+      force: &force
         description: Pass C(--force). Unset, the module's I(force) applies.
         type: bool
-      no_default_ops:
+      no_default_ops: &no_default_ops
         description: Pass C(--no-default-ops). Unset, the module's I(no_default_ops) applies.
         type: bool
   constraints:
@@ -200,7 +172,7 @@ options:
         type: list
         elements: dict
         suboptions:
-          id:
+          id: &constraint_id
             description: Constraint id.
             type: str
           resource:
@@ -215,7 +187,7 @@ options:
               - Pcs rule expression (shell-style quoting for values with spaces).
                 Exactly one of I(node) or I(rule).
             type: str
-          score:
+          score: &score
             description: Score.
             type: str
             default: INFINITY
@@ -232,9 +204,7 @@ options:
         type: list
         elements: dict
         suboptions:
-          id:
-            description: Constraint id.
-            type: str
+          id: *constraint_id
           resource:
             description: The resource placed relative to I(with).
             type: str
@@ -243,10 +213,7 @@ options:
             description: The resource I(resource) is placed with.
             type: str
             required: true
-          score:
-            description: Score.
-            type: str
-            default: INFINITY
+          score: *score
           role:
             description: Role of I(resource).
             type: str
@@ -260,9 +227,7 @@ options:
         type: list
         elements: dict
         suboptions:
-          id:
-            description: Constraint id.
-            type: str
+          id: *constraint_id
           first:
             description: The resource acted on first.
             type: str
