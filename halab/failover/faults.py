@@ -147,8 +147,10 @@ class LabFaults(Faults):
             return ""
 
     def plan(self, name: str, kind: str) -> str:
-        return {"power": f"kill every process of lab node {name}, boot it again",
-                "partition": f"down {name}'s veths in the lab namespace, up again"}.get(kind, kind)
+        return {"power": f"pull the cables of {name} and kill its processes (the lab's "
+                         "power loss), boot it again",
+                "partition": f"down the veths of {name} in the lab namespace, up again",
+                }.get(kind, kind)
 
 
 def fence_agent_input(options: dict) -> str:
