@@ -150,8 +150,8 @@ def test_a_transaction_whose_client_lost_power_frees_its_locks(gate, any_node, i
     until the writer's kernel learns the peer is gone. Idle: not before wait_timeout
     (8 h) without TCP keepalives (galera_tcp_keepalive). Busy, the writer's answer
     unacknowledged: not before the kernel gives up retransmitting (15 retries, ~15 min,
-    unless base_sysctl lowers net.ipv4.tcp_retries2): the rebooted node's firewall
-    drops the retransmissions instead of resetting the connection."""
+    unless base_sysctl lowers net.ipv4.tcp_retries2) or a retransmission happens to
+    draw a reset from the rebooted node."""
     import subprocess
 
     import pymysql
