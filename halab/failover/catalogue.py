@@ -548,27 +548,8 @@ def _inject_partition(r: Run, st: dict):
                      f"{r.victim} powered back on", interval=1)
         if not r.cluster.powered(r.victim):
             r.cluster.power("on", r.victim)
-        _heal(r)
+        r.cluster.power("heal", r.victim)  # the backend waits for a rebooting node
     return restore
-
-
-def _heal(r: Run, timeout: float = 180) -> None:
-    """Undo the partition once the node answers again (fenced nodes reboot first)."""
-    if r.cluster.faults.kind == "lab":
-        r.cluster.power("heal", r.victim)
-        return
-    host = r.cluster.faults.hosts[r.victim]
-    wait(host.answers, timeout, f"{r.victim}'s sshd, to remove the partition", interval=1)
-    wait(lambda: _try(lambda: r.cluster.power("heal", r.victim)), 60,
-         f"the partition removed from {r.victim}", interval=2)
-
-
-def _try(action: Callable[[], None]) -> bool:
-    try:
-        action()
-    except HalabError:
-        return False
-    return True
 
 
 def _inject_quorum(r: Run, st: dict):

@@ -22,10 +22,13 @@ from pathlib import Path
 from halab.cluster.declared import ROOT, Declared
 from halab.cluster.remote import Host, hosts
 from halab.errors import HalabError
+from halab.lab import poll
 
 PARTITION_TABLE = "halab_partition"
 PARTITION_LIMIT = 600  # seconds: the node removes the partition itself after this
 AGENT_TIMEOUT = 120  # seconds for one fence agent call (it waits for the power state)
+HEAL_BOOT = 180  # seconds for a fenced node's sshd to answer again after its reboot
+HEAL_RETRY = 60  # seconds of retrying the removal: sshd answers before logins work
 
 
 class FaultError(HalabError):
@@ -267,10 +270,26 @@ EOF
         return time.time()  # the rules load last; ssh's own start is not the fault
 
     def heal(self, name: str) -> None:
-        """Remove the partition (gone already if the node was fenced and rebooted)."""
-        self.sh(name, f"nft delete table inet {PARTITION_TABLE} 2>/dev/null; "
-                      "systemctl stop 'halab-partition-heal-*.timer' 2>/dev/null; true",
-                timeout=30)
+        """Remove the partition (gone already if the node was fenced and rebooted). A
+        fenced node may still be booting: wait for its sshd, then retry the removal."""
+        poll.until(self.hosts[name].answers, HEAL_BOOT,
+                   f"{name}'s sshd, to remove the partition", interval=1,
+                   error=FaultError, progress=True)
+        last = ["none"]
+
+        def removed() -> bool:
+            try:
+                self.sh(name, f"nft delete table inet {PARTITION_TABLE} 2>/dev/null; "
+                              "systemctl stop 'halab-partition-heal-*.timer' 2>/dev/null; "
+                              "true", timeout=30)
+            except HalabError as exc:
+                last[0] = str(exc)
+                return False
+            return True
+
+        poll.until(removed, HEAL_RETRY,
+                   lambda: f"the partition removed from {name} (last error: {last[0]})",
+                   interval=2, error=FaultError, progress=True)
         self.cut.discard(name)
 
     # ---- VIPs ---------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The fault backends' parts that need no cluster: how a remote cluster is reached,
 the fence agent driven from this machine (the real fence_halab against the real
-switch on loopback), the safety check, and the VIP feed's sampling."""
+switch on loopback), the safety check, the partition's removal and the VIP feed's sampling."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from test_fenced import serving
@@ -134,3 +135,38 @@ def test_the_partition_script_keeps_this_machines_ssh_and_schedules_its_removal(
     proc = subprocess.run(["/usr/sbin/nft", "-c", "-f", "-"], input=table, capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_heal_waits_for_a_rebooting_nodes_sshd_and_retries_the_removal(monkeypatch):
+    """A node fenced while cut off is still booting when the restore heals it: its sshd
+    answers late and the first login fails. The waits are bounded: a node that never
+    lets us in is an error naming the last failure, and it stays counted as cut off."""
+    monkeypatch.setattr(poll.time, "sleep", lambda s: None)  # the polls' pauses
+    f = faults.RemoteFaults(declared({}))
+    name = NODES[2]
+    f.cut.add(name)
+    answers = iter([False, False, True])
+    f.hosts[name] = SimpleNamespace(answers=lambda: next(answers))
+    ran: list[str] = []
+
+    def sh(node, script, timeout=60, check=True):
+        ran.append(script)
+        if len(ran) == 1:
+            raise HalabError("exit 255: ssh: connection refused")
+
+    f.sh = sh
+    f.heal(name)
+    assert next(answers, "asked until it answered") == "asked until it answered"
+    assert len(ran) == 2 and "nft delete table inet halab_partition" in ran[1]
+    assert name not in f.cut
+
+    def refused(node, script, timeout=60, check=True):
+        raise HalabError("exit 255: ssh: timeout")
+
+    f.cut.add(name)
+    f.hosts[name] = SimpleNamespace(answers=lambda: True)
+    f.sh = refused
+    monkeypatch.setattr(faults, "HEAL_RETRY", 0)
+    with pytest.raises(faults.FaultError, match="last error: exit 255: ssh: timeout"):
+        f.heal(name)
+    assert name in f.cut
