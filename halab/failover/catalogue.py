@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from halab.cluster import crm
 from halab.cluster.declared import Declared
@@ -270,10 +270,20 @@ class Run:
 
     spec: Spec
     cluster: Cluster
-    victim: str = ""
-    t0: float = 0.0
     result: Result = field(default_factory=Result)
-    violations: list[str] = field(default_factory=list)
+
+    # Kept in the result alone (what the report and the bundle get): set them there.
+    @property
+    def victim(self) -> str:
+        return self.result.victim
+
+    @property
+    def t0(self) -> float:
+        return self.result.t0
+
+    @property
+    def violations(self) -> list[str]:
+        return self.result.violations
 
     def check(self, ok: bool, message: str) -> None:
         if not ok:
@@ -351,10 +361,10 @@ def _clients(cluster: Cluster, with_workloads: bool) -> tuple[object, dict]:
 def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> Result:
     """Run one scenario of the catalogue; returns its result (with `violations`)."""
     spec = CATALOGUE[name]
-    r = Run(spec, cluster)
+    r = Run(spec, cluster, Result(scenario=name, faults=cluster.faults.kind))
     cluster.wait_healthy(gate_timeout, cleaned=r.result.failed_actions_before)
     st = cluster.state()
-    r.victim = pick(cluster, spec.target, st) if spec.target else ""
+    r.result.victim = pick(cluster, spec.target, st) if spec.target else ""
     r.result.dc_before = st["dc"]  # losing the DC adds an election to the recovery
     r.result.public_owner_before = cluster.vip_owner("public", st)
     pr, loads = _clients(cluster, spec.workloads)
@@ -372,7 +382,7 @@ def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> Result:
                 peers = set(cluster.peer_vips.values())
                 wait(lambda: cluster.held_vips(owner, peers=True) == peers,
                      30, f"keepalived's VIPs on {owner}, the public VIP's owner")
-            r.t0 = time.time()
+            r.result.t0 = time.time()
             restore = INJECT[spec.kind](r, st)
             try:
                 OBSERVE[spec.kind](r, st, pr)
@@ -408,9 +418,7 @@ def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> Result:
             r.result.data[key]["expected_loss"] = spec.expected_loss[key]
         else:
             r.check(not lost, f"{key} lost acknowledged data: {lost}")
-        r.violations += [f"{key}: {v}" for v in r.result.data[key].get("violations", [])]
-    r.result.scenario, r.result.faults = name, cluster.faults.kind
-    r.result.victim, r.result.t0, r.result.violations = r.victim, r.t0, r.violations
+        r.violations.extend(f"{key}: {v}" for v in r.result.data[key].get("violations", []))
     r.result.services = {s: _service(pr, s, r.t0, r.result.restore_t) for s in pr.names}
     r.result.samples = pr.samples_since(r.t0 - 5)
     _timeline(r)
@@ -428,9 +436,7 @@ def _bundle(r: Run, pr) -> None:
     try:
         r.result.bundle = str(collect.bundle(
             f"{r.spec.name}-{r.victim or 'cluster'}", (r.t0 or time.time()) - 60,
-            extra={"run.json": replace(
-                       r.result, scenario=r.spec.name, victim=r.victim, t0=r.t0,
-                       violations=r.violations).as_dict(),
+            extra={"run.json": r.result.as_dict(),
                    "probe.json": pr.samples_since((r.t0 or time.time()) - 5)}))
     except (HalabError, OSError) as exc:
         r.result.bundle = f"not written: {exc}"
@@ -512,7 +518,7 @@ def _took_effect(r: Run, moment: float) -> None:
     """Measure from when the fault took effect; the backend's command may take seconds
     before it (a fence agent starting up), which is not the cluster's recovery."""
     r.result.inject_s = round(moment - r.t0, 2)
-    r.t0 = moment
+    r.result.t0 = moment
 
 
 def _inject_power(r: Run, st: dict):

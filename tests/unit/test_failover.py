@@ -115,6 +115,15 @@ def test_the_gate_waits_for_an_idle_controller():
     assert not crm.dc_idle("")
 
 
+def test_a_fault_is_timed_from_when_it_took_effect():
+    """The figures count from the moment the backend reports, kept in the result: the
+    run's own t0 reads it from there."""
+    r = catalogue.Run(catalogue.CATALOGUE["partition"], cluster=None,
+                      result=Result(victim="n2", t0=1_700_000_000.0))
+    catalogue._took_effect(r, 1_700_000_005.5)
+    assert (r.result.inject_s, r.result.t0, r.t0) == (5.5, 1_700_000_005.5, 1_700_000_005.5)
+
+
 def _probe(windows: dict[str, list[tuple[float, float]]], t0: float):
     from halab.failover import probe
 
@@ -130,9 +139,8 @@ def test_the_peer_ratio_takes_each_vips_first_answer_after_the_fault():
     # keepalived's VIP back after 3.8 s, then moved once more to follow the public VIP
     pr = _probe({"public": [(0.1, 5.0)], "keepalived:peer": [(0.1, 3.8), (6.0, 6.5)]}, t0)
     r = catalogue.Run(catalogue.CATALOGUE["power-loss-public-vip-owner"], cluster=None,
-                     victim="n0", t0=t0)
-    r.result = Result(public_owner_before="n0", services={
-        s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names})
+                      result=Result(victim="n0", t0=t0, public_owner_before="n0", services={
+                          s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names}))
     assert r.result.services["keepalived:peer"]["first_back_s"] == 3.8
     assert r.result.services["keepalived:peer"]["recovered_s"] == 6.5
     catalogue._peer(r)
@@ -144,9 +152,8 @@ def test_no_peer_figure_when_the_fault_spared_the_vips_owner():
     t0 = 1_700_000_000.0
     pr = _probe({"public": [], "keepalived:peer": []}, t0)
     r = catalogue.Run(catalogue.CATALOGUE["power-loss-redis-master"], cluster=None,
-                     victim="n1", t0=t0)
-    r.result = Result(public_owner_before="n0", services={
-        s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names})
+                      result=Result(victim="n1", t0=t0, public_owner_before="n0", services={
+                          s: catalogue._service(pr, s, t0, t0 + 15) for s in pr.names}))
     assert r.result.services["public"]["first_back_s"] == 0.0
     catalogue._peer(r)
     assert r.result.peer is None
