@@ -25,12 +25,35 @@ def _token(text: str) -> int | None:
     return None if text == "default" else int(text)
 
 
+def _report_from(path: str, out: str) -> int:
+    """The report of an earlier campaign's runs (its failover-<time>.jsonl), written
+    again without a cluster: after a change to the report, or from a copied file."""
+    from halab.failover import report, result
+
+    try:
+        results = result.load(path)
+    except OSError as exc:
+        raise HalabError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise HalabError(f"{path} is not a file of failover results, one JSON record "
+                         f"a line ({exc})") from None
+    if not results:
+        raise HalabError(f"{path} holds no runs")
+    for p in report.write(results, out):
+        print(p)
+    return 0
+
+
 def _failover(args) -> int:
     from halab.failover import catalogue
 
     if args.list:
         print("\n".join(catalogue.CATALOGUE))
         return 0
+    if args.report_from:
+        if args.scenarios:
+            raise HalabError("--report-from reports the runs in its file: no scenarios")
+        return _report_from(args.report_from, args.out)
     names = args.scenarios or list(catalogue.REPORT_SCENARIOS)
     unknown = sorted(set(names) - set(catalogue.CATALOGUE))
     if unknown:
@@ -82,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                     "given: the inventory's); repeat")
     fo.add_argument("--out", default="reports", help="report directory")
     fo.add_argument("--list", action="store_true", help="list the catalogue")
+    fo.add_argument("--report-from", metavar="FILE",
+                    help="write the report of the runs in FILE (a campaign's "
+                    "failover-<time>.jsonl) into --out; no cluster is touched")
     fo.add_argument("--peer", action="store_true",
                     help="also probe keepalived's ha_peer_vips (playbooks/peer-keepalived.yml)")
     fo.add_argument("--inventory", metavar="DIR",

@@ -1,7 +1,8 @@
 """What one failover scenario run measured: filled in by the catalogue while the run
 goes on, asserted on by the testinfra catalogue, aggregated by the report. Written as
 one JSON line per run (a campaign's failover-<time>.jsonl, the test's catalogue.jsonl);
-`load` reads such a file back, so a report can be rebuilt from it.
+`load` reads such a file back, so a report can be rebuilt from it (`halab failover
+--report-from`).
 
 Seconds are from the fault's injection (`t0`); None means not measured in this run
 (the scenario has no such step, or the run ended before it)."""

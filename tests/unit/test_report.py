@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from halab.failover import report, result
 from halab.failover.result import Result
@@ -274,6 +277,43 @@ def test_a_report_is_rebuilt_from_the_runs_json_lines(tmp_path):
     lines.write_text("".join(r.to_json() + "\n" for r in RESULTS))
     assert result.load(lines) == RESULTS
     assert report.summarise(result.load(lines)) == report.summarise(RESULTS)
+
+
+def test_halab_failover_report_from_rebuilds_the_report_without_a_cluster(
+        tmp_path, monkeypatch, capsys):
+    from halab import cli
+
+    monkeypatch.setattr(cli, "_cluster", lambda *a: pytest.fail("a cluster was loaded"))
+    lines = tmp_path / "failover-20260101-120000.jsonl"
+    lines.write_text("".join(r.to_json() + "\n" for r in RESULTS[2:]))
+    out = tmp_path / "out"
+    assert cli.main(["failover", "--report-from", str(lines), "--out", str(out)]) == 0
+    paths = [Path(p) for p in capsys.readouterr().out.split()]
+    assert sorted(paths) == sorted(out.iterdir())
+    js, md, png = paths
+    assert [r["run"] for r in json.loads(js.read_text())["results"]] == [1, 2, 3, 1]
+    assert "| kill-redis-master | 1 |" in md.read_text()
+    assert "power-loss-public-vip-owner-token-1000-run1" in png.name
+    assert png.read_bytes().startswith(PNG)
+
+
+@pytest.mark.parametrize(("name", "content", "error"), [
+    ("missing.jsonl", None, "cannot read {path}: No such file or directory"),
+    ("failover.json", '{\n "summary": {}\n}\n', "{path} is not a file of failover results"),
+    ("empty.jsonl", "\n", "{path} holds no runs"),
+])
+def test_report_from_refuses_a_file_without_runs_in_one_line(tmp_path, capsys, name,
+                                                              content, error):
+    from halab import cli
+
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    assert cli.main(["failover", "--report-from", str(path), "--out",
+                     str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"halab failover: error: {error.format(path=path)}")
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
 def test_a_record_leaves_out_what_was_not_measured_and_reads_back_tolerantly():
