@@ -22,7 +22,17 @@ lab: host-deps ## boot the lab and converge the cluster (~9 min with the image c
 	halab argv-watch --out reports/argv-lab.json -- ansible-playbook playbooks/site.yml
 	halab ssh overcloud-controller-0 pcs status
 
-test: host-deps lint unit molecule ## lint, unit tests, then molecule on the real lab
+# The unit tier runs beside molecule's create and converge instead of before them:
+# its summary shows when it ends, its failures again at the end.
+test: host-deps lint ## lint, then unit tests beside molecule on the real lab
+	@mkdir -p reports; rm -f reports/unit.rc; \
+	{ rc=0; pytest tests/unit -q --durations=10 > reports/unit.log 2>&1 || rc=$$?; \
+	  echo $$rc > reports/unit.rc; echo "== unit tier (beside molecule): exit $$rc"; \
+	  tail -n 14 reports/unit.log; } & unit=$$!; \
+	rc=0; $(MAKE) --no-print-directory molecule || rc=$$?; wait $$unit; \
+	if [ "$$(cat reports/unit.rc)" != 0 ]; then rc=1; echo "unit tier failed (reports/unit.log):"; \
+	  grep -E '^(FAILED|ERROR) ' reports/unit.log || tail -n 30 reports/unit.log; fi; \
+	exit $$rc
 
 host-deps: $(VENV)/.installed
 	@missing=""; for p in $(HOST_PACKAGES); do \

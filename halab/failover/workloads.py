@@ -650,9 +650,12 @@ class RedisWait(Workload):
 # ---------------------------------------------------------------- Keystone: tokens
 
 
+PASSWORD_EVERY = 5  # tokens: one in five by password, the others by token
+
+
 class Tokens(Workload):
     """`openstack token issue` as the API sees it: POST /v3/auth/tokens through the
-    public VIP, each token then validated through the same VIP (HAProxy balances round
+    public VIP (by password, or from the last password token), each token then validated through the same VIP (HAProxy balances round
     robin, so mostly on another node). After the fault, verify() has every node issue
     a token that every node must accept: the fernet keys are the same everywhere."""
 
@@ -698,9 +701,16 @@ class Tokens(Workload):
                 self.validation_errors += 1
 
     def _loop(self) -> None:
-        for _ in self._ticks(self.rate):
-            token, status = keystone.issue_status(self.cloud, self.timeout)
+        # Every PASSWORD_EVERY-th token by password (bcrypt: most of the CPU the
+        # workload costs the nodes), the others from the last password token.
+        base = None
+        for n, _ in enumerate(self._ticks(self.rate)):
+            by_password = base is None or n % PASSWORD_EVERY == 0
+            token, status = keystone.issue_status(self.cloud, self.timeout,
+                                                  None if by_password else base)
             self.record_issue(status)
+            if by_password and token:
+                base = token
             if token:
                 self.record_validation(keystone.validate(self.cloud.auth_url, token,
                                                          self.timeout, self.cloud.cacert))

@@ -58,3 +58,24 @@ def test_a_refused_valid_token_or_a_cross_node_refusal_is_a_violation():
     assert res["refused"] == 1 and not res["ok"]
     assert len(res["violations"]) == 2 and "a->b" in res["violations"][1]
     assert res["cross_node_checked"] == 4
+
+
+def test_one_token_in_five_is_issued_by_password_the_others_from_it(monkeypatch):
+    """Keystone's bcrypt check is the workload's cost to the nodes: the loop pays it
+    every fifth token, and again as soon as a password issue has failed."""
+    calls = []
+    answers = iter([(None, 503)] + [(f"t{n}", 201) for n in range(1, 12)])
+
+    def issue_status(cloud, timeout, token=None):
+        calls.append(token)
+        return next(answers)
+
+    monkeypatch.setattr(keystone, "issue_status", issue_status)
+    monkeypatch.setattr(keystone, "validate", lambda *a: 200)
+    t = tokens()
+    t.workers, t.rate, t.max_duration = 1, 1000.0, 60
+    monkeypatch.setattr(t, "_ticks", lambda rate: iter(range(12)))
+    t._loop()
+    # tick 0 fails by password, tick 1 retries by password; 5 and 10 refresh the base
+    assert calls == [None, None, "t1", "t1", "t1", None, "t5", "t5", "t5", "t5", None, "t10"]
+    assert t.issued == 11 and t.failed == {"503": 1}
