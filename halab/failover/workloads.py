@@ -655,9 +655,10 @@ PASSWORD_EVERY = 5  # tokens: one in five by password, the others by token
 
 class Tokens(Workload):
     """`openstack token issue` as the API sees it: POST /v3/auth/tokens through the
-    public VIP (by password, or from the last password token), each token then validated through the same VIP (HAProxy balances round
-    robin, so mostly on another node). After the fault, verify() has every node issue
-    a token that every node must accept: the fernet keys are the same everywhere."""
+    public VIP (by password, or from the last password token), each token then
+    validated through the same VIP (HAProxy balances round robin, so mostly on another
+    node). After the fault, verify() has every node issue a token that every node must
+    accept: the fernet keys are the same everywhere."""
 
     def __init__(self, cloud: keystone.Cloud, node_urls: dict[str, str], workers: int = 2,
                  rate: float = 1.0, timeout: float = 5.0, run_id: str | None = None,
