@@ -26,7 +26,7 @@ lab: host-deps ## boot the lab and converge the cluster (~9 min with the image c
 # its summary shows when it ends, its failures again at the end.
 test: host-deps lint ## lint, then unit tests beside molecule on the real lab
 	@mkdir -p reports; rm -f reports/unit.rc; \
-	{ rc=0; pytest tests/unit -q --durations=10 > reports/unit.log 2>&1 || rc=$$?; \
+	{ rc=0; $(MAKE) --no-print-directory unit > reports/unit.log 2>&1 || rc=$$?; \
 	  echo $$rc > reports/unit.rc; echo "== unit tier (beside molecule): exit $$rc"; \
 	  tail -n 14 reports/unit.log; } & unit=$$!; \
 	rc=0; $(MAKE) --no-print-directory molecule || rc=$$?; wait $$unit; \
