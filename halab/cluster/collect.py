@@ -19,6 +19,9 @@ from halab.errors import HalabError
 from halab.lab import fenced, nodes, topology
 
 JOURNAL_LINES = 20000
+SERVICE_LOGS = ("/var/log/keystone/keystone.log", "/var/log/mysql/error.log",
+                "/var/log/rabbitmq/rabbit@*.log", "/var/log/redis/redis-server.log")
+SERVICE_LOG_LINES = 3000
 # (file, command) per node; {since} is epoch seconds.
 NODE_COMMANDS = (
     ("crm_mon.txt", "crm_mon --one-shot --inactive --failcounts --show-node-attributes "
@@ -27,6 +30,11 @@ NODE_COMMANDS = (
     ("cib.xml", "cibadmin --query"),
     ("journal.txt", "journalctl --no-pager -o short-iso-precise --since=@{since} "
                     f"| tail -n {JOURNAL_LINES}"),
+    # What the journal lacks: these services write their own files (uwsgi's request
+    # log, the broker's boot steps, Galera's state transfers).
+    ("service-logs.txt", "for f in " + " ".join(SERVICE_LOGS) + "; do "
+                         "[ -f \"$f\" ] && echo \"== $f\" && "
+                         f"tail -n {SERVICE_LOG_LINES} \"$f\"; done; true"),
 )
 CRM_REPORT_TIMEOUT = 120
 
