@@ -171,7 +171,8 @@ class VipWatch:
 
     def __init__(self, cluster: Cluster, interval: float = 0.1, limit: float = 900):
         self.cluster, self.interval, self.limit = cluster, interval, limit
-        self.samples: list[tuple[float, dict[str, list[str]]]] = []
+        # (when, holders of each VIP, when each node's addresses were read: None if unknown)
+        self.samples: list[tuple[float, dict[str, list[str]], dict[str, float | None]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -182,11 +183,14 @@ class VipWatch:
             while not self._stop.is_set() and time.monotonic() < end:
                 t = time.time()
                 held: dict[str, list[str]] = {a: [] for a in cluster.vips.values()}
+                read: dict[str, float | None] = dict.fromkeys(cluster.names)
                 for name in cluster.names:
                     with contextlib.suppress(OSError, subprocess.SubprocessError, HalabError):
-                        for a in cluster.held(addresses(name)):
-                            held[a].append(name)
-                self.samples.append((t, held))
+                        if sample := addresses(name):
+                            read[name] = sample[0]
+                            for a in cluster.held(sample[1]):
+                                held[a].append(name)
+                self.samples.append((t, held, read))
                 self._stop.wait(self.interval)
 
     def __enter__(self) -> VipWatch:
@@ -198,20 +202,38 @@ class VipWatch:
         self._thread.join(10)
 
     def doubled_s(self) -> float:
-        """Longest time any VIP was up on two nodes at once (between samples)."""
-        longest, since = 0.0, None
-        for t, held in self.samples:
-            if any(len(v) > 1 for v in held.values()):
-                since = t if since is None else since
-                longest = max(longest, t - since + self.interval)
-            else:
-                since = None
+        """Longest time any VIP was seen up on two nodes at once. Judged by when each
+        node's addresses were read, not when they reached us: one node's last reading
+        before it lost power, still fresh when another takes the VIP over, is no
+        overlap; a holder stays one until a reading shows it without the VIP."""
+        first: dict[tuple[str, str], float] = {}  # (VIP, node): read holding it since
+        last: dict[tuple[str, str], float] = {}  # (VIP, node): latest reading holding it
+        longest = 0.0
+        for _, held, read in self.samples:
+            for name, at in read.items():
+                if at is None:
+                    continue
+                for a, holders in held.items():
+                    if name in holders:
+                        first.setdefault((a, name), at)
+                        last[(a, name)] = max(at, last.get((a, name), at))
+                    else:
+                        first.pop((a, name), None)
+                        last.pop((a, name), None)
+            for a in held:
+                nodes = [n for (v, n) in first if v == a]
+                for i, x in enumerate(nodes):
+                    for y in nodes[i + 1:]:
+                        both = (min(last[(a, x)], last[(a, y)])
+                                - max(first[(a, x)], first[(a, y)]))
+                        if both >= 0:
+                            longest = max(longest, both + self.interval)
         return round(longest, 2)
 
     def owner_since(self, address: str, t0: float) -> tuple[str, float] | None:
         """The node holding `address` at the end and when it started holding it."""
         owner, since = None, None
-        for t, held in self.samples:
+        for t, held, _ in self.samples:
             if t < t0:
                 continue
             now = held[address][0] if len(held[address]) == 1 else None

@@ -29,6 +29,8 @@ PARTITION_LIMIT = 600  # seconds: the node removes the partition itself after th
 AGENT_TIMEOUT = 120  # seconds for one fence agent call (it waits for the power state)
 HEAL_BOOT = 180  # seconds for a fenced node's sshd to answer again after its reboot
 HEAL_RETRY = 60  # seconds of retrying the removal: sshd answers before logins work
+# A node's addresses as read (`ip -4 -o addr show`), with when they were read.
+Sample = tuple[float, str]
 
 
 class FaultError(HalabError):
@@ -75,9 +77,13 @@ class Faults:
         raise NotImplementedError
 
     @contextlib.contextmanager
-    def address_feed(self) -> Iterator[Callable[[str], str | None]]:
-        """For sampling every ~100 ms: a function node -> its addresses now."""
-        yield self.addresses
+    def address_feed(self) -> Iterator[Callable[[str], Sample | None]]:
+        """For sampling every ~100 ms: a function node -> (when read, its addresses)."""
+        def now(name: str) -> Sample | None:
+            t = time.time()
+            text = self.addresses(name)
+            return None if text is None else (t, text)
+        yield now
 
     def records(self) -> str:
         """The power switch's own log where there is one (the lab's), for the timeline."""
@@ -301,7 +307,7 @@ EOF
         return proc.stdout if proc.returncode == 0 else None
 
     @contextlib.contextmanager
-    def address_feed(self) -> Iterator[Callable[[str], str | None]]:
+    def address_feed(self) -> Iterator[Callable[[str], Sample | None]]:
         feeds = {name: _Feed(host) for name, host in self.hosts.items()}
         for f in feeds.values():
             f.start()
@@ -330,14 +336,16 @@ def _last_line(proc: subprocess.CompletedProcess[str]) -> str:
 class _Feed:
     """One ssh session per node printing its addresses every 0.1 s: sampling by a new
     ssh each time would load the machine it measures. Reconnects while the node is
-    away; a sample older than a second counts as unknown."""
+    away; a sample that arrived over a second ago counts as unknown. Each sample carries
+    the node's own time of reading: a powered-off node's last sample was read before
+    it died, however late it is judged stale."""
 
     ROUNDS = 9000  # 15 minutes of samples per session, then a new session
     STALE = 1.0
 
     def __init__(self, host: Host):
         self.host = host
-        self._latest: tuple[float, str] | None = None
+        self._latest: tuple[float, Sample] | None = None  # (arrived, sample)
         self._stop = threading.Event()
         self._proc: subprocess.Popen | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -345,13 +353,13 @@ class _Feed:
     def start(self) -> None:
         self._thread.start()
 
-    def latest(self) -> str | None:
+    def latest(self) -> Sample | None:
         got = self._latest
         return got[1] if got and time.monotonic() - got[0] < self.STALE else None
 
     def _run(self) -> None:
-        loop = (f"i=0; while [ $i -lt {self.ROUNDS} ]; do ip -4 -o addr show; echo @@; "
-                "sleep 0.1; i=$((i+1)); done")
+        loop = (f"i=0; while [ $i -lt {self.ROUNDS} ]; do date +@@%s.%N; ip -4 -o addr show; "
+                "echo @@; sleep 0.1; i=$((i+1)); done")
         while not self._stop.is_set():
             if not self.host.answers():
                 self._stop.wait(0.5)
@@ -361,12 +369,18 @@ class _Feed:
                                               stderr=subprocess.DEVNULL,
                                               stdin=subprocess.DEVNULL, text=True)
                 lines: list[str] = []
+                read_at = None
                 for line in self._proc.stdout:
-                    if line.startswith("@@"):
-                        self._latest = (time.monotonic(), "".join(lines))
+                    if not line.startswith("@@"):
+                        lines.append(line)
+                    elif line.strip() != "@@":  # the node's clock as it reads
+                        with contextlib.suppress(ValueError):
+                            read_at = float(line[2:])
                         lines = []
                     else:
-                        lines.append(line)
+                        arrived = time.monotonic()
+                        self._latest = (arrived, (read_at or time.time(), "".join(lines)))
+                        lines, read_at = [], None
                 self._proc.wait()
             self._stop.wait(0.5)
 

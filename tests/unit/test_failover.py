@@ -88,15 +88,36 @@ def test_fence_events_carry_epoch_seconds():
 def test_vip_watch_measures_the_longest_double_holding():
     class Stand:
         vips = {"public": "a"}
+        names = ["n0", "n1"]
     watch = catalogue.VipWatch(Stand(), interval=0.1)
-    watch.samples = [(0.0, {"a": ["n0"]}), (0.1, {"a": ["n0", "n1"]}),
-                     (0.2, {"a": ["n0", "n1"]}), (0.3, {"a": ["n1"]}),
-                     (0.4, {"a": ["n0", "n1"]}), (0.5, {"a": ["n1"]})]
+
+    def ticks(*held):  # each node read at the tick itself
+        return [(t / 10, {"a": h}, {"n0": t / 10, "n1": t / 10}) for t, h in enumerate(held)]
+    watch.samples = ticks(["n0"], ["n0", "n1"], ["n0", "n1"], ["n1"], ["n0", "n1"], ["n1"])
     assert watch.doubled_s() == 0.2
     assert watch.owner_since("a", 0.0) == ("n1", 0.5)
-    watch.samples = [(0.0, {"a": ["n0"]}), (0.1, {"a": []}), (0.2, {"a": ["n1"]})]
+    watch.samples = ticks(["n0"], [], ["n1"])
     assert watch.doubled_s() == 0.0
     assert watch.owner_since("a", 0.0) == ("n1", 0.2)
+
+
+def test_a_dead_holders_last_reading_is_no_double_holding():
+    """n0 loses power after its reading at 0.1; that reading is still fresh when n1
+    takes the VIP at 0.2 (seen in a partition run as 'up on two nodes for 0.41s')."""
+    class Stand:
+        vips = {"public": "a"}
+        names = ["n0", "n1"]
+    watch = catalogue.VipWatch(Stand(), interval=0.1)
+    watch.samples = [(0.0, {"a": ["n0"]}, {"n0": 0.0, "n1": 0.0}),
+                     (0.1, {"a": ["n0"]}, {"n0": 0.1, "n1": 0.1}),
+                     (0.2, {"a": ["n0", "n1"]}, {"n0": 0.1, "n1": 0.2}),
+                     (0.3, {"a": ["n0", "n1"]}, {"n0": 0.1, "n1": 0.3}),
+                     (0.4, {"a": ["n1"]}, {"n0": None, "n1": 0.4})]
+    assert watch.doubled_s() == 0.0
+    # A holder out of sight stays one: seen with the VIP again, the gap counts.
+    watch.samples[3:] = [(0.3, {"a": ["n1"]}, {"n0": None, "n1": 0.3}),
+                         (0.4, {"a": ["n0", "n1"]}, {"n0": 0.4, "n1": 0.4})]
+    assert watch.doubled_s() == 0.3
 
 
 def test_every_catalogue_entry_has_a_fault_and_an_observation():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -111,10 +112,12 @@ class LocalHost(Host):
 
 def test_the_address_feed_keeps_the_latest_sample_and_forgets_a_stale_one():
     feed = faults._Feed(LocalHost("n0", "127.0.0.1"))
+    before = time.time()
     feed.start()
     try:
-        got = poll.until(feed.latest, 10, "a sample")
+        read_at, got = poll.until(feed.latest, 10, "a sample")
         assert " 127.0.0.1/8 " in got
+        assert before - 1 <= read_at <= time.time()  # when the node read them
     finally:
         feed.stop()
     # Stopped, its last sample ages out: unknown, not the last thing seen.
