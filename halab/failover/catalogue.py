@@ -684,8 +684,11 @@ def _observe_kill(r: Run, before: dict, pr) -> None:
                  .get("Promoted", [r.victim])[0] != r.victim, 120,
                  f"{rid} promoted on another node than {r.victim}")
     else:
+        # A correctness bound: RabbitMQ's restart runs a dozen Erlang CLIs (stop, the
+        # survivors' post-stop notifications, a start that rejoins), 5-7 s each on a
+        # loaded 2-core machine.
         st = wait(lambda: (s := cluster.state()) and sorted(s["started"].get(rid, [])) ==
-                  sorted(cluster.names) and s, 180, f"{rid} running on every node again")
+                  sorted(cluster.names) and s, 300, f"{rid} running on every node again")
         r.result.resource_back_s = r.since()
         r.check(all(len(v) == len(set(v)) for v in st["started"].values()),
                 "an instance runs twice on one node")
