@@ -216,7 +216,7 @@ class VipWatch:
                 for a, holders in held.items():
                     if name in holders:
                         first.setdefault((a, name), at)
-                        last[(a, name)] = max(at, last.get((a, name), at))
+                        last[(a, name)] = at  # a node's readings come in order
                     else:
                         first.pop((a, name), None)
                         last.pop((a, name), None)
