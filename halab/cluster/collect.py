@@ -20,7 +20,8 @@ from halab.lab import fenced, nodes, topology
 
 JOURNAL_LINES = 20000
 SERVICE_LOGS = ("/var/log/keystone/keystone.log", "/var/log/mysql/error.log",
-                "/var/log/rabbitmq/rabbit@*.log", "/var/log/redis/redis-server.log")
+                "/var/log/rabbitmq/rabbit@*.log", "/var/log/redis/redis-server.log",
+                "/var/log/pcsd/pcsd.log")
 SERVICE_LOG_LINES = 3000
 # (file, command) per node; {since} is epoch seconds.
 NODE_COMMANDS = (
@@ -31,7 +32,7 @@ NODE_COMMANDS = (
     ("journal.txt", "journalctl --no-pager -o short-iso-precise --since=@{since} "
                     f"| tail -n {JOURNAL_LINES}"),
     # What the journal lacks: these services write their own files (uwsgi's request
-    # log, the broker's boot steps, Galera's state transfers).
+    # log, the broker's boot steps, Galera's state transfers, what pcsd answered).
     ("service-logs.txt", "for f in " + " ".join(SERVICE_LOGS) + "; do "
                          "[ -f \"$f\" ] && echo \"== $f\" && "
                          f"tail -n {SERVICE_LOG_LINES} \"$f\"; done; true"),

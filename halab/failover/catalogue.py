@@ -452,14 +452,16 @@ def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> Result:
     return r.result
 
 
-def _bundle(r: Run, pr) -> None:
+def _bundle(r: Run, pr=None) -> None:
     from halab.cluster import collect
 
+    extra: dict[str, object] = {"run.json": r.result.as_dict()}
+    if pr is not None:
+        extra["probe.json"] = pr.samples_since((r.t0 or time.time()) - 5)
     try:
         r.result.bundle = str(collect.bundle(
             f"{r.spec.name}-{r.victim or 'cluster'}", (r.t0 or time.time()) - 60,
-            extra={"run.json": r.result.as_dict(),
-                   "probe.json": pr.samples_since((r.t0 or time.time()) - 5)}))
+            extra=extra))
     except (HalabError, OSError) as exc:
         r.result.bundle = f"not written: {exc}"
 
@@ -593,8 +595,14 @@ def _inject_full(r: Run, st: dict):
 
     def restore() -> None:
         proc = r.cluster.sh(r.cluster.names[0], "pcs cluster start --all", timeout=180, check=False)
-        if proc.returncode != 0:  # pcsd right after a full stop: start each locally
-            r.result.start_all_error = (proc.stderr or proc.stdout).strip()[-300:]
+        if proc.returncode != 0:
+            # A node's pcsd answers HTTP 400 when that node's own `pcs cluster start`
+            # failed: the bundle keeps its journal and pcsd.log before the local starts
+            # that bring the cluster back for what follows.
+            error = (proc.stderr or proc.stdout).strip()[-300:]
+            r.result.start_all_error = error
+            r.violations.append(f"pcs cluster start --all failed: {error}")
+            _bundle(r)
             for name in r.cluster.names:
                 r.cluster.sh(name, "pcs cluster start", timeout=120, check=False)
     return restore

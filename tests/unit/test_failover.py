@@ -178,3 +178,30 @@ def test_no_peer_figure_when_the_fault_spared_the_vips_owner():
     assert r.result.services["public"]["first_back_s"] == 0.0
     catalogue._peer(r)
     assert r.result.peer is None
+
+
+def test_a_refused_start_all_is_a_violation_kept_in_a_bundle_before_the_local_starts(
+        monkeypatch):
+    """pcsd answers 400 when its node's own start failed: the run fails with the reply,
+    the records are taken first, then each node is started so the next test has a
+    cluster."""
+    import subprocess
+
+    calls: list[str] = []
+
+    class Nodes:
+        names = ["n0", "n1", "n2"]
+
+        def sh(self, name, command, timeout=None, check=True):
+            calls.append(f"{name}: {command}")
+            rc = 1 if command.endswith("--all") and "start" in command else 0
+            return subprocess.CompletedProcess(command, rc, "", "Error: n1: HTTP error: 400")
+
+    monkeypatch.setattr(catalogue, "_bundle", lambda r, pr=None: calls.append("bundle"))
+    r = catalogue.Run(catalogue.CATALOGUE["full-restart"], cluster=Nodes(), result=Result())
+    restore = catalogue._inject_full(r, {})
+    restore()
+    assert calls == ["n0: pcs cluster stop --all", "n0: pcs cluster start --all", "bundle",
+                     "n0: pcs cluster start", "n1: pcs cluster start", "n2: pcs cluster start"]
+    assert r.result.start_all_error == "Error: n1: HTTP error: 400"
+    assert r.violations == ["pcs cluster start --all failed: Error: n1: HTTP error: 400"]
