@@ -22,16 +22,19 @@ lab: host-deps ## boot the lab and converge the cluster (~9 min with the image c
 	halab argv-watch --out reports/argv-lab.json -- ansible-playbook playbooks/site.yml
 	halab ssh overcloud-controller-0 pcs status
 
-# The unit tier runs beside molecule's create and converge instead of before them:
-# its summary shows when it ends, its failures again at the end.
-test: host-deps lint ## lint, then unit tests beside molecule on the real lab
-	@mkdir -p reports; rm -f reports/unit.rc; \
-	{ rc=0; $(MAKE) --no-print-directory unit > reports/unit.log 2>&1 || rc=$$?; \
-	  echo $$rc > reports/unit.rc; echo "== unit tier (beside molecule): exit $$rc"; \
-	  tail -n 14 reports/unit.log; } & unit=$$!; \
-	rc=0; $(MAKE) --no-print-directory molecule || rc=$$?; wait $$unit; \
-	if [ "$$(cat reports/unit.rc)" != 0 ]; then rc=1; echo "unit tier failed (reports/unit.log):"; \
-	  grep -E '^(FAILED|ERROR) ' reports/unit.log || tail -n 30 reports/unit.log; fi; \
+# Lint and the unit tier run beside molecule's create and converge instead of before
+# them (both need no lab): each one's summary shows when it ends, failures again last.
+BESIDE := lint unit
+test: host-deps ## lint and unit tests beside molecule on the real lab
+	@mkdir -p reports; for t in $(BESIDE); do rm -f reports/$$t.rc; done; \
+	pids=""; for t in $(BESIDE); do \
+	  { rc=0; $(MAKE) --no-print-directory $$t > reports/$$t.log 2>&1 || rc=$$?; \
+	    echo $$rc > reports/$$t.rc; echo "== $$t (beside molecule): exit $$rc"; \
+	    tail -n 14 reports/$$t.log; } & pids="$$pids $$!"; done; \
+	rc=0; $(MAKE) --no-print-directory molecule || rc=$$?; wait $$pids; \
+	for t in $(BESIDE); do if [ "$$(cat reports/$$t.rc)" != 0 ]; then rc=1; \
+	  echo "$$t failed (reports/$$t.log):"; \
+	  grep -E '^(FAILED|ERROR) ' reports/$$t.log || tail -n 30 reports/$$t.log; fi; done; \
 	exit $$rc
 
 host-deps: $(VENV)/.installed
