@@ -250,14 +250,16 @@ def goal_line(summary: dict, goal: Goal, totem: str | None) -> str:
         verdict = "met" if lost <= goal.limit else "NOT met"
         return (f"{head}: measured {lost} ({', '.join(parts)}; Redis writes fewer "
                 f"replicas had, lost: {partial}) → {verdict}")
-    values, never = [], 0
+    values, never, spared = [], 0, 0
+    service = goal.metric.startswith("recovered_s:")
     for g in groups:
         st = g["timing"].get(goal.metric)
         if st:
-            values += st["values"]
+            # a service the fault never took out (another node's loss) has no recovery
+            spared += sum(1 for v in st["values"] if service and v == 0)
+            values += [v for v in st["values"] if not (service and v == 0)]
             # no recovery time: never back; no other figure: not measured
-            never += (st["missing"] if goal.metric.startswith("recovered_s:")
-                      or goal.metric == "worst_service_s" else 0)
+            never += (st["missing"] if service or goal.metric == "worst_service_s" else 0)
     if not values and not never:
         return f"{head}: not measured"
     if not values:
@@ -269,8 +271,12 @@ def goal_line(summary: dict, goal: Goal, totem: str | None) -> str:
             f"{percentile(values, 0.95):.1f} s, worst {max(values):.1f} s over {len(values)} runs")
     if never:
         text += f", never recovered in {never}"
+    if spared:
+        text += f" (not out in {spared} more)"
     text += f" → {verdict}"
-    if verdict != "met" and (step := slowest_step(groups)):
+    # The cluster's phases are those of the loss, not of the node's return.
+    if (verdict != "met" and goal.metric != "worst_return_outage_s"
+            and (step := slowest_step(groups, goal.metric))):
         text += f"; slowest step: {step}"
     return text
 
@@ -278,20 +284,45 @@ def goal_line(summary: dict, goal: Goal, totem: str | None) -> str:
 STAT_NAMES = {"median": "p50", "p95": "p95", "max": "worst"}
 
 
-def slowest_step(groups: list[dict]) -> str | None:
-    """The step between two consecutive phases of the cluster's recovery with the
-    largest median, over the groups' runs: where the time goes."""
+# Figures counted from the fault, and what their end is called in a step: the time
+# from the cluster's last phase before it to the figure is the service's own.
+FIGURE_ENDS = {"galera_write_gap_s": "Galera writes again",
+               "keystone_gap_s": "tokens issued again",
+               "worst_service_s": "the last service back"}
+
+
+# Redis's own phases in a node loss (its promotion, HAProxy seeing the new master): no
+# step on another service's way back.
+REDIS_PHASES = ("promoted", "backend_up")
+
+
+def _figure_end(metric: str | None) -> str | None:
+    if metric and metric.startswith("recovered_s:"):
+        return f"{metric.split(':', 1)[1]} answering"
+    return FIGURE_ENDS.get(metric or "")
+
+
+def slowest_step(groups: list[dict], metric: str | None = None) -> str | None:
+    """The step with the largest median, over the groups' runs, between consecutive
+    phases of the cluster's recovery: where the time goes. With a figure counted from
+    the fault (`metric`), only the phases before it count, and the last of them to the
+    figure itself is a step too."""
+    end = _figure_end(metric)
+    skip = REDIS_PHASES if end and metric not in ("recovered_s:redis", "worst_service_s") else ()
     best = None
     for g in groups:
-        seen = [(k, g["phases"][k]["median"]) for k in timeline.PHASES if k in g["phases"]]
+        seen = [(timeline.KIND[k].label, g["phases"][k]["median"])
+                for k in timeline.PHASES if k in g["phases"] and k not in skip]
+        figure = (g["timing"].get(metric) or {}).get("median") if end else None
+        if figure is not None:
+            seen = [(k, t) for k, t in seen if t <= figure] + [(end, figure)]
         for (a, ta), (b, tb) in zip(seen, seen[1:], strict=False):
             if best is None or tb - ta > best[0]:
                 best = (tb - ta, a, b, g["scenario"], g["totem"])
     if best is None:
         return None
     took, a, b, scenario, totem = best
-    return (f"{timeline.KIND[a].label} → {timeline.KIND[b].label}, median {took:.1f} s "
-            f"({scenario}, {totem})")
+    return f"{a} → {b}, median {took:.1f} s ({scenario}, {totem})"
 
 
 def phase_table(groups: list[dict]) -> list[str]:

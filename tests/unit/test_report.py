@@ -324,3 +324,24 @@ def test_a_record_leaves_out_what_was_not_measured_and_reads_back_tolerantly():
                             "retired_figure_s": 3})
     assert (old.scenario, old.detected_s, old.fenced_s, old.services) == \
         ("kill-haproxy", 1.5, None, {})
+
+
+def test_a_figure_late_after_the_clusters_last_phase_names_the_service_as_the_step():
+    """The public VIP answered 4 s after the VIP started (median over runs): that
+    step, not one of the cluster's, is where the time went."""
+    goal = report.Goal("public VIP back", "recovered_s:public", 5.0, "median",
+                       totem="default", scenario="power-loss")
+    md = report.markdown(report.summarise(RESULTS), goals=[goal])
+    line = next(line for line in md.splitlines() if line.startswith("- public VIP back"))
+    assert line.endswith("→ NOT met; slowest step: VIP started → public answering, "
+                         "median 4.0 s (power-loss-public-vip-owner, default)")
+
+
+def test_the_nodes_return_names_no_step_of_the_loss():
+    returned = [replace(r, services={k: {**v, "return_outage_s": 2.0}
+                                     for k, v in r.services.items()}) for r in RESULTS]
+    goal = report.Goal("the lost node's return: no outage over 1 s",
+                       "worst_return_outage_s", 1.0)
+    md = report.markdown(report.summarise(returned), goals=[goal])
+    line = next(line for line in md.splitlines() if line.startswith("- the lost node"))
+    assert line.endswith("worst 2.0 s over 2 runs → NOT met")
