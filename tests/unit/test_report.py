@@ -345,3 +345,20 @@ def test_the_nodes_return_names_no_step_of_the_loss():
     md = report.markdown(report.summarise(returned), goals=[goal])
     line = next(line for line in md.splitlines() if line.startswith("- the lost node"))
     assert line.endswith("worst 2.0 s over 2 runs → NOT met")
+
+
+def test_an_outage_is_as_long_as_it_lasted_not_as_late_as_it_ended():
+    """A rolling restart's services blip when each node stops: the last blip ends
+    190 s after the start, the longest lasted 19.9 s. 'Out over 20 s' reads the latter;
+    an outage that never ended has no length."""
+    t0 = 1_700_000_000.0
+    blips = {"mysql": {"recovered_s": 190.7, "outages": [[t0 + 2.8, t0 + 4.1],
+                                                         [t0 + 190.3, t0 + 190.7]]},
+             "redis": {"recovered_s": 104.9, "outages": [[t0 + 4.3, t0 + 24.2],
+                                                         [t0 + 85.2, t0 + 104.9]]}}
+    d = report.derived(Result(scenario="rolling-restart", t0=t0, services=blips))
+    assert (d["worst_service_s"], d["longest_outage_s"]) == (190.7, 19.9)
+    blips["redis"]["outages"].append([t0 + 200.0, None])
+    assert report.derived(Result(t0=t0, services=blips))["longest_outage_s"] is None
+    assert report.derived(Result(t0=t0, services={"public": {
+        "recovered_s": 0.0, "outages": []}}))["longest_outage_s"] == 0.0
