@@ -263,9 +263,11 @@ def goal_line(summary: dict, goal: Goal, totem: str | None) -> str:
     for g in groups:
         st = g["timing"].get(goal.metric)
         if st:
-            # a service the fault never took out (another node's loss) has no recovery
-            spared += sum(1 for v in st["values"] if service and v == 0)
-            values += [v for v in st["values"] if not (service and v == 0)]
+            got = st["values"]
+            if service:  # one the fault never took out (another node's loss) did not recover
+                spared += got.count(0)
+                got = [v for v in got if v]
+            values += got
             # no recovery time: never back; no other figure: not measured
             never += (st["missing"] if service or goal.metric in (
                 "worst_service_s", "longest_outage_s") else 0)
@@ -297,8 +299,7 @@ STAT_NAMES = {"median": "p50", "p95": "p95", "max": "worst"}
 # Figures counted from the fault, and what their end is called in a step: the time
 # from the cluster's last phase before it to the figure is the service's own.
 FIGURE_ENDS = {"galera_write_gap_s": "Galera writes again",
-               "keystone_gap_s": "tokens issued again",
-               "worst_service_s": "the last service back"}
+               "keystone_gap_s": "tokens issued again"}
 
 
 # Redis's own phases in a node loss (its promotion, HAProxy seeing the new master): no
@@ -319,7 +320,7 @@ def slowest_step(groups: list[dict], metric: str | None = None) -> str | None:
     figure itself is a step too, and so is the first, from the fault (to Pacemaker's
     notice where corosync saw no membership change: a killed process)."""
     end = _figure_end(metric)
-    skip = REDIS_PHASES if end and metric not in ("recovered_s:redis", "worst_service_s") else ()
+    skip = REDIS_PHASES if end and metric != "recovered_s:redis" else ()
     best = None
     for g in groups:
         seen = [(timeline.KIND[k].label, g["phases"][k]["median"])
