@@ -299,7 +299,10 @@ STAT_NAMES = {"median": "p50", "p95": "p95", "max": "worst"}
 # Figures counted from the fault, and what their end is called in a step: the time
 # from the cluster's last phase before it to the figure is the service's own.
 FIGURE_ENDS = {"galera_write_gap_s": "Galera writes again",
-               "keystone_gap_s": "tokens issued again"}
+               "keystone_gap_s": "tokens issued again",
+               "worst_service_s": "the last service answering"}
+# A figure counted from detection ends where this one, counted from the fault, does.
+FROM_FAULT = {"beyond_detection_s": "worst_service_s"}
 
 
 # Redis's own phases in a node loss (its promotion, HAProxy seeing the new master): no
@@ -318,9 +321,14 @@ def slowest_step(groups: list[dict], metric: str | None = None) -> str | None:
     phases of the cluster's recovery: where the time goes. With a figure counted from
     the fault (`metric`), only the phases before it count, and the last of them to the
     figure itself is a step too, and so is the first, from the fault (to Pacemaker's
-    notice where corosync saw no membership change: a killed process)."""
+    notice where corosync saw no membership change: a killed process), or from the
+    detection for a figure counted from it."""
+    after_detection = metric in FROM_FAULT
+    metric = FROM_FAULT.get(metric or "", metric)
     end = _figure_end(metric)
-    skip = REDIS_PHASES if end and metric != "recovered_s:redis" else ()
+    # Redis's phases are a step only on Redis's own way back (or the last service's)
+    skip = REDIS_PHASES if end and metric not in ("recovered_s:redis",
+                                                    "worst_service_s") else ()
     best = None
     for g in groups:
         seen = [(timeline.KIND[k].label, g["phases"][k]["median"])
@@ -332,6 +340,9 @@ def slowest_step(groups: list[dict], metric: str | None = None) -> str | None:
             if "membership" not in g["phases"] and noticed is not None:
                 start.append(("the failure noticed", noticed))
             seen = start + [(k, t) for k, t in seen if t <= figure] + [(end, figure)]
+            if after_detection and noticed is not None:  # detection is not the excess
+                seen = [("the loss detected", noticed)] + [(k, t) for k, t in seen
+                                                           if t > noticed]
         for (a, ta), (b, tb) in zip(seen, seen[1:], strict=False):
             if best is None or tb - ta > best[0]:
                 best = (tb - ta, a, b, g["scenario"], g["totem"])
