@@ -11,6 +11,7 @@ refused by address before anything is read."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -296,15 +297,17 @@ def _argv() -> list[str]:
 
 
 def running_pid() -> int | None:
-    """The daemon's PID if the recorded process is still the one `start` launched: same
-    start time and exactly its arguments (a PID can be reused by anything)."""
+    """The daemon's PID if the recorded process is still the one a `start` launched:
+    same start time and its arguments (a PID can be reused by anything). Any
+    interpreter: a daemon another checkout's halab started is the lab's too, and a
+    `halab down` that passed it by left it holding the switch's port."""
     try:
         pid, started = pid_path().read_text().split()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return None
     if nodes._starttime(int(pid)) != started or \
-            cmdline.split(b"\0")[:-1] != [a.encode() for a in _argv()]:
+            cmdline.split(b"\0")[1:-1] != [a.encode() for a in _argv()[1:]]:
         return None
     return int(pid)
 
@@ -316,6 +319,11 @@ def start() -> None:
     if not net.netns_alive():
         raise HalabError("the lab is not up: run `halab up`")
     ensure_key()
+    with contextlib.suppress(OSError), socket.create_connection((bind_address(), port()),
+                                                                 timeout=0.5):
+        # the check below would take that listener for ours
+        raise HalabError(f"{bind_address()}:{port()} is already served by a process "
+                         "this lab did not record: find it with `ss -ltnp`")
     with log_path().open("a") as log:
         proc = subprocess.Popen(_argv(), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from halab.errors import HalabError
 from halab.lab import fenced
 
 KEY = "k" * 64
@@ -255,6 +256,34 @@ def test_stop_spares_a_process_that_only_looks_like_the_switch(tmp_path, monkeyp
         other.wait(5)
 
 
+def test_stop_ends_the_switch_another_checkouts_interpreter_started(tmp_path, monkeypatch):
+    """A switch started by another checkout's halab (its own venv's python) is the
+    lab's all the same: `halab down` from here must end it, or it keeps the port and
+    the next lab's switch cannot bind."""
+    import os
+    import subprocess
+    import sys
+
+    from halab.lab import nodes
+
+    monkeypatch.setenv("HALAB_STATE_DIR", str(tmp_path))
+    (tmp_path / "other" / "halab").mkdir(parents=True)
+    (tmp_path / "other" / "halab" / "__main__.py").write_text("import time\ntime.sleep(60)\n")
+    python = tmp_path / "other" / "python3"
+    python.symlink_to(os.path.realpath(sys.executable))
+    switch = subprocess.Popen([str(python), "-m", "halab", "fenced", "serve"],
+                              cwd=tmp_path / "other")
+    try:
+        fenced.pid_path().write_text(f"{switch.pid} {nodes._starttime(switch.pid)}\n")
+        assert fenced.running_pid() == switch.pid
+        fenced.stop()
+        assert switch.wait(5) is not None and not fenced.pid_path().exists()
+    finally:
+        if switch.poll() is None:
+            switch.kill()
+            switch.wait(5)
+
+
 @pytest.fixture
 def node_in_a_pid_namespace(tmp_path, monkeypatch):
     """A stand-in node: `unshare` plays nspawn and forks the node's init (with a child
@@ -307,3 +336,20 @@ def test_off_during_the_boot_delay_keeps_the_node_off(node_in_a_pid_namespace):
     assert switch.act({"action": "on", "node": node.name})["status"] == "on"  # in POST
     assert switch.act({"action": "off", "node": node.name})["status"] == "off"
     assert not switch.booting
+
+
+def test_start_refuses_a_port_another_process_serves(tmp_path, monkeypatch):
+    """With the port already served (a switch left over from another lab), a new
+    switch would die on bind while the connect check found the old one: refused."""
+    import socket
+
+    monkeypatch.setenv("HALAB_STATE_DIR", str(tmp_path))
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        monkeypatch.setattr(fenced, "bind_address", lambda: "127.0.0.1")
+        monkeypatch.setattr(fenced, "port", lambda: held.getsockname()[1])
+        monkeypatch.setattr(fenced.net, "netns_alive", lambda: True)
+        with pytest.raises(HalabError, match="already served"):
+            fenced.start()
+    assert not fenced.pid_path().exists()
