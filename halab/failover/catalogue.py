@@ -337,8 +337,7 @@ def plan(cluster: Cluster, names: list[str], runs: int) -> str:
             "partition": f.plan(who, "partition"),
             "quorum": f.plan(f"every node but {who}", "power"),
             "full": "pcs cluster stop --all, then pcs cluster start --all",
-            "rolling": "on each node in turn: its Redis master moved away, pcs cluster "
-                       "stop, then start",
+            "rolling": "pcs cluster stop, then start, on each node in turn",
         }[spec.kind]
         lines.append(f"  {name}: {does}")
     return "\n".join(lines)
@@ -760,36 +759,10 @@ def _observe_full(r: Run, before: dict, pr) -> None:
     r.result.stopped_s = r.since()
 
 
-def single_promoted(hv: dict) -> list[str]:
-    """Promotable sets with one promoted instance (Redis): the roles a planned stop
-    hands over first."""
-    return [rsc["promotable"]["id"] for rsc in hv["pacemaker_resources"]
-            if rsc.get("promotable")
-            and int(rsc["promotable"].get("meta", {}).get("promoted-max", 1)) == 1]
-
-
-def _hand_over(r: Run, name: str, to: str) -> None:
-    """Move `name`'s single promoted roles to `to` before its planned stop. Demoted
-    in the stop's own transition, Redis was promoted elsewhere only after Galera's
-    demote aborted it and every action in flight on the stopping node ended
-    (RabbitMQ's stop): unwritable 14-27 s; handed over alone, under 1 s."""
-    st = r.cluster.state()
-    for rid in single_promoted(r.cluster.hv):
-        if st and name in st["roles"].get(rid, {}).get("Promoted", []):
-            # pcs 0.11's move waits for the new promotion, then drops its constraint
-            r.cluster.sh(name, f"pcs resource move {rid} {to} --promoted --wait=120",
-                         timeout=150)
-            r.result.handed_over.append(f"{rid}: {name} -> {to}")
-
-
 def _observe_rolling(r: Run, before: dict, pr) -> None:
     cluster = r.cluster
     r.result.steps_s = []
-    r.result.handed_over = []
-    for i, name in enumerate(cluster.names):
-        # to the node restarted just before (the first node's: the last, which
-        # hands it on again to an already restarted node at its turn)
-        _hand_over(r, name, cluster.names[i - 1])
+    for name in cluster.names:
         cluster.sh(name, "pcs cluster stop", timeout=180)
         wait(lambda n=name: (s := cluster.state(avoid=(n,))) and n not in s["online"], 120,
              f"{name} out of the cluster")

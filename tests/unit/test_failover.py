@@ -207,44 +207,6 @@ def test_a_refused_start_all_is_a_violation_kept_in_a_bundle_before_the_local_st
     assert r.violations == ["pcs cluster start --all failed: Error: n1: HTTP error: 400"]
 
 
-def test_a_planned_stop_hands_the_single_promoted_role_over_first(monkeypatch):
-    """The rolling restart moves Redis's master to the node restarted just before
-    (the first node's to the last) before it stops the node holding it; Galera,
-    promoted everywhere, stays."""
-    import subprocess
-
-    calls: list[str] = []
-    master = ["n0"]
-
-    class Nodes:
-        names = NODES
-        hv = {"pacemaker_resources": HOSTVARS["pacemaker_resources"] + [
-            {"id": "galera", "promotable": {"id": "galera-master",
-                                            "meta": {"promoted-max": "3"}}}]}
-
-        def state(self):
-            return crm.state(crm_mon(master=master[0]))
-
-        def sh(self, name, command, timeout=None, check=True):
-            calls.append(f"{name}: {command}")
-            if "resource move" in command:
-                master[0] = command.split()[4]
-            return subprocess.CompletedProcess(command, 0, "", "")
-
-        def wait_healthy(self, timeout):
-            return 0.0
-
-    monkeypatch.setattr(catalogue, "wait", lambda *a, **kw: True)
-    assert catalogue.single_promoted(Nodes.hv) == ["redis-master"]
-    r = catalogue.Run(catalogue.CATALOGUE["rolling-restart"], cluster=Nodes(), result=Result())
-    catalogue._observe_rolling(r, {}, None)
-    moves = [c for c in calls if "move" in c]
-    assert moves == ["n0: pcs resource move redis-master n2 --promoted --wait=120",
-                     "n2: pcs resource move redis-master n1 --promoted --wait=120"]
-    assert calls.index(moves[1]) < calls.index("n2: pcs cluster stop")
-    assert r.result.handed_over == ["redis-master: n0 -> n2", "redis-master: n2 -> n1"]
-
-
 @pytest.mark.parametrize("out, moment", [
     ("100.25\n", 100.25),  # the node's clock, within the call
     ("", 100.0),  # no reading: the call's start
