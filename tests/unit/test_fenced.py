@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -274,6 +275,11 @@ def test_stop_ends_the_switch_another_checkouts_interpreter_started(tmp_path, mo
     switch = subprocess.Popen([str(python), "-m", "halab", "fenced", "serve"],
                               cwd=tmp_path / "other")
     try:
+        # a just-spawned child can show an empty command line for a moment
+        deadline = time.monotonic() + 5
+        while not Path(f"/proc/{switch.pid}/cmdline").read_bytes() and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
         fenced.pid_path().write_text(f"{switch.pid} {nodes._starttime(switch.pid)}\n")
         assert fenced.running_pid() == switch.pid
         fenced.stop()
