@@ -11,7 +11,6 @@ refused by address before anything is read."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -28,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from halab.errors import HalabError
-from halab.lab import lock, net, nodes, topology
+from halab.lab import lock, net, nodes, poll, topology
 
 PORT = 1229  # fence_xvm's port
 MAX_SKEW = 30  # seconds a signed request stays valid
@@ -319,26 +318,31 @@ def start() -> None:
     if not net.netns_alive():
         raise HalabError("the lab is not up: run `halab up`")
     ensure_key()
-    with contextlib.suppress(OSError), socket.create_connection((bind_address(), port()),
-                                                                 timeout=0.5):
-        # the check below would take that listener for ours
+    if _listening():  # the wait below would take that listener for ours
         raise HalabError(f"{bind_address()}:{port()} is already served by a process "
                          "this lab did not record: find it with `ss -ltnp`")
     with log_path().open("a") as log:
         proc = subprocess.Popen(_argv(), stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     pid_path().write_text(f"{proc.pid} {nodes._starttime(proc.pid)}\n")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def up() -> bool:
         if proc.poll() is not None:
             raise HalabError(f"fence daemon exited at start (log: {log_path()})")
-        try:
-            with socket.create_connection((bind_address(), port()), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise HalabError(f"fence daemon does not listen on {bind_address()}:{port()} "
-                     f"(log: {log_path()})")
+        return _listening()
+
+    if not poll.until(up, 10, interval=0.1):
+        raise HalabError(f"fence daemon does not listen on {bind_address()}:{port()} "
+                         f"(log: {log_path()})")
+
+
+def _listening() -> bool:
+    """Something accepts connections on the switch's address and port."""
+    try:
+        with socket.create_connection((bind_address(), port()), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def stop() -> None:
@@ -347,9 +351,6 @@ def stop() -> None:
         pid_path().unlink(missing_ok=True)
         return
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and nodes._pid_alive(pid):
-        time.sleep(0.1)
-    if nodes._pid_alive(pid):
+    if not poll.until(lambda: not nodes._pid_alive(pid), 10, interval=0.1):
         os.kill(pid, signal.SIGKILL)
     pid_path().unlink(missing_ok=True)

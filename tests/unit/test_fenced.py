@@ -261,11 +261,10 @@ def test_stop_ends_the_switch_another_checkouts_interpreter_started(tmp_path, mo
     """A switch started by another checkout's halab (its own venv's python) is the
     lab's all the same: `halab down` from here must end it, or it keeps the port and
     the next lab's switch cannot bind."""
-    import os
     import subprocess
     import sys
 
-    from halab.lab import nodes
+    from halab.lab import nodes, poll
 
     monkeypatch.setenv("HALAB_STATE_DIR", str(tmp_path))
     (tmp_path / "other" / "halab").mkdir(parents=True)
@@ -276,10 +275,8 @@ def test_stop_ends_the_switch_another_checkouts_interpreter_started(tmp_path, mo
                               cwd=tmp_path / "other")
     try:
         # a just-spawned child can show an empty command line for a moment
-        deadline = time.monotonic() + 5
-        while not Path(f"/proc/{switch.pid}/cmdline").read_bytes() and \
-                time.monotonic() < deadline:
-            time.sleep(0.01)
+        poll.until(lambda: Path(f"/proc/{switch.pid}/cmdline").read_bytes(), 5,
+                   "the switch's command line", interval=0.01, error=AssertionError)
         fenced.pid_path().write_text(f"{switch.pid} {nodes._starttime(switch.pid)}\n")
         assert fenced.running_pid() == switch.pid
         fenced.stop()
