@@ -46,6 +46,7 @@ class Result:
     survivor_stopped_s: float | None = None  # quorum: the survivor stopped every resource
     stopped_s: float | None = None  # full restart: every VIP down
     steps_s: list[float] | None = None  # rolling restart: each node's restart done
+    handed_over: list[str] | None = None  # rolling restart: roles banned before a stop
     healthy_again_s: float | None = None  # from the restore to the declared steady state
     split_brain_vip_s: float | None = None  # longest time a VIP was up on two nodes
     galera_write_gap_s: float | None = None  # the bank workload's longest write gap

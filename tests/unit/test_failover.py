@@ -207,6 +207,47 @@ def test_a_refused_start_all_is_a_violation_kept_in_a_bundle_before_the_local_st
     assert r.violations == ["pcs cluster start --all failed: Error: n1: HTTP error: 400"]
 
 
+def test_a_planned_stop_bans_the_single_promoted_role_first_and_clears_it_after(
+        monkeypatch):
+    """The rolling restart bans Redis's master from the node about to stop (and waits
+    for the promotion elsewhere), and clears the ban once that node is back; Galera,
+    promoted everywhere, is left alone."""
+    import subprocess
+
+    calls: list[str] = []
+    master = ["n0"]
+
+    class Nodes:
+        names = NODES
+        hv = {"pacemaker_resources": HOSTVARS["pacemaker_resources"] + [
+            {"id": "galera", "promotable": {"id": "galera-master",
+                                            "meta": {"promoted-max": "3"}}}]}
+
+        def state(self, avoid=()):
+            return crm.state(crm_mon(master=master[0]))
+
+        def sh(self, name, command, timeout=None, check=True):
+            calls.append(f"{name}: {command}")
+            if "resource ban" in command:
+                master[0] = NODES[(NODES.index(command.split()[4]) + 1) % len(NODES)]
+            return subprocess.CompletedProcess(command, 0, "", "")
+
+        def wait_healthy(self, timeout):
+            return 0.0
+
+    monkeypatch.setattr(catalogue, "wait", lambda *a, **kw: True)
+    assert catalogue.single_promoted(Nodes.hv) == ["redis-master"]
+    r = catalogue.Run(catalogue.CATALOGUE["rolling-restart"], cluster=Nodes(), result=Result())
+    catalogue._observe_rolling(r, {}, None)
+    for name in NODES:
+        ban = f"{name}: pcs resource ban redis-master {name} --promoted --wait=120"
+        order = [ban, f"{name}: pcs cluster stop", f"{name}: pcs cluster start",
+                 f"{name}: pcs resource clear redis-master {name}"]
+        assert [calls.index(c) for c in order] == sorted(calls.index(c) for c in order)
+    assert not [c for c in calls if "galera" in c]
+    assert r.result.handed_over == [f"redis-master: away from {n}" for n in NODES]
+
+
 @pytest.mark.parametrize("out, moment", [
     ("100.25\n", 100.25),  # the node's clock, within the call
     ("", 100.0),  # no reading: the call's start
