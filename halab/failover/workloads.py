@@ -370,11 +370,13 @@ def _bounded(conn: pika.BlockingConnection, seconds: float, fn: Callable, *args,
 
 
 AMQP_ERRORS = (pika.exceptions.AMQPError, OSError)
+QUORUM = {"x-queue-type": "quorum"}
 
 
 class RabbitConfirms(Workload):
     """One publisher of sequence-numbered persistent messages in confirm mode to a
-    durable queue of its own (mirrored by ha-all), moving to the next node on error."""
+    quorum queue of its own (a Raft log on every node: a confirmed message is on a
+    majority), moving to the next node on error."""
 
     def __init__(self, hosts: list[str], port: int, user: str, password: str,
                  vhost: str = "/", queue: str | None = None, rate: float = 40.0,
@@ -417,7 +419,8 @@ class RabbitConfirms(Workload):
         try:
             ch = _bounded(conn, self.timeout, conn.channel)
             _bounded(conn, self.timeout, ch.confirm_delivery)
-            _bounded(conn, self.timeout, ch.queue_declare, self.queue, durable=True)
+            _bounded(conn, self.timeout, ch.queue_declare, self.queue, durable=True,
+                     arguments=QUORUM)
         except AMQP_ERRORS:
             self._close(conn)
             raise
