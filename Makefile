@@ -10,10 +10,11 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # ssh for Ansible, python3-venv for the virtualenv on a fresh Debian, vagrant to
 # validate the Vagrantfile, the openstack client for the lab's APIs, nmap for the
 # firewall test's port scan, fence-agents and nftables for the failover catalogue's
-# remote faults (the fence agent runs here; the partition's rules are checked here).
+# remote faults (the fence agent runs here; the partition's rules are checked here),
+# python3-swift for the swift_ring module's unit tests.
 HOST_PACKAGES := systemd-container mmdebstrap dpkg-dev iproute2 util-linux openssh-client \
 	pcs pacemaker-cli-utils resource-agents python3-venv vagrant vagrant-libvirt \
-	python3-openstackclient nmap fence-agents nftables
+	python3-openstackclient nmap fence-agents nftables python3-swift
 
 .PHONY: lab test host-deps lint unit molecule verify down status clean failover-report
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -124,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     so.add_argument("--busy", type=float, default=600, metavar="S",
                     help="seconds with every host CPU kept busy")
     so.add_argument("--out", default="reports", help="report directory")
+    us = sub.add_parser("usage", help="memory (PSS) and CPU of each node over a window")
+    us.add_argument("--seconds", type=float, default=60, help="CPU window")
+    us.add_argument("--json", action="store_true")
     co = sub.add_parser("collect", help="a bundle of the cluster's records for a failure")
     co.add_argument("name", nargs="?", default="manual", help="what the bundle is for")
     co.add_argument("--minutes", type=float, default=15, help="journals of the last N minutes")
@@ -181,6 +185,19 @@ def main(argv: list[str] | None = None) -> int:
             from halab.failover import soak
 
             print(soak.soak(_cluster(), _token(args.token), args.idle, args.busy, args.out))
+            return 0
+        if args.cmd == "usage":
+            from halab.lab import usage
+
+            figures = usage.measure(args.seconds)
+            if args.json:
+                print(json.dumps(figures, indent=2))
+            else:
+                for name, v in figures["nodes"].items():
+                    print(f"{name}: {v['pss_mib']} MiB PSS, {v['cpu_pct_of_host']} % of "
+                          f"the host's CPUs, {v['processes']} processes")
+                print(f"nodes: {figures['pss_mib']} MiB PSS, {figures['cpu_pct_of_host']} % "
+                      f"over {figures['seconds']} s (host busy {figures['host_busy_pct']} %)")
             return 0
         if args.cmd == "collect":
             from halab.cluster import collect

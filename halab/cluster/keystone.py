@@ -64,14 +64,23 @@ def _call(req: request.Request, timeout: float,
     """(status, headers with lower-case names, JSON body); status 0 when no HTTP answer
     came back (a certificate that does not verify included). HAProxy passes header names
     in lower case."""
+    status, headers, body = call_raw(req, timeout, cacert)
+    try:
+        return status, headers, json.loads(body) if body and status else {}
+    except ValueError:
+        return 0, {}, {}
+
+
+def call_raw(req: request.Request, timeout: float,
+             cacert: str | None = None) -> tuple[int, dict, bytes]:
+    """As _call, with the body as bytes (empty for an HTTP error)."""
     try:
         with request.urlopen(req, timeout=timeout, context=tls(cacert)) as resp:
-            body = resp.read()
-            return resp.status, _lower(resp.headers), json.loads(body) if body else {}
+            return resp.status, _lower(resp.headers), resp.read()
     except error.HTTPError as exc:
-        return exc.code, _lower(exc.headers), {}
+        return exc.code, _lower(exc.headers), b""
     except (OSError, HTTPException, ValueError):
-        return 0, {}, {}
+        return 0, {}, b""
 
 
 def issue(cloud: Cloud, timeout: float = TIMEOUT) -> tuple[str | None, dict]:

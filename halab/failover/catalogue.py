@@ -126,6 +126,14 @@ class Cluster:
     def redis_master(self, st: dict) -> str:
         return st["roles"]["redis-master"]["Promoted"][0]
 
+    def rabbitmq_leaders(self) -> dict[str, int]:
+        """Per node, how many quorum queues it leads (RabbitMQ's own view)."""
+        for name in self.names:
+            out = self.output(name, "rabbitmqctl -q list_queues type leader --no-table-headers")
+            if out is not None:
+                return quorum_leaders(out, self.names)
+        raise HalabError("no node answered rabbitmqctl list_queues")
+
     def held(self, addresses: str | None, peers: bool = False) -> set[str]:
         """Pacemaker's VIPs (with `peers`, keepalived's) among a node's addresses."""
         wanted = self.peer_vips if peers else self.vips
@@ -246,7 +254,8 @@ class VipWatch:
 class Spec:
     name: str
     kind: str  # standby | kill | power | maintenance | partition | quorum | full | rolling
-    target: str = ""  # vip:<name> | redis-master | galera-writer | dc | spare
+    target: str = ""  # vip:<name> | redis-master | galera-writer | dc | rabbitmq-leaders
+    #                   | spare
     process: str = ""  # for kill: the daemon's binary
     primitive: str = ""  # for kill: the Pacemaker primitive that runs it
     workloads: bool = True
@@ -268,6 +277,7 @@ CATALOGUE = {s.name: s for s in [
     Spec("power-loss-redis-master", "power", "redis-master"),
     Spec("power-loss-galera-writer", "power", "galera-writer"),
     Spec("power-loss-dc", "power", "dc"),
+    Spec("power-loss-rabbitmq-leaders", "power", "rabbitmq-leaders"),
     Spec("maintenance", "maintenance", "vip:internal_api", workloads=False),
     Spec("partition", "partition", "vip:public"),
     Spec("quorum-loss", "quorum", "spare", workloads=False, timeout=300),
@@ -309,7 +319,8 @@ class Run:
 
 
 TARGETS = {"redis-master": "the Redis master's node", "galera-writer": "the Galera writer",
-           "dc": "the DC", "spare": "a node that is neither the DC nor the public VIP's owner"}
+           "dc": "the DC", "rabbitmq-leaders": "the node leading the most RabbitMQ queues",
+           "spare": "a node that is neither the DC nor the public VIP's owner"}
 
 
 def plan(cluster: Cluster, names: list[str], runs: int) -> str:
@@ -354,6 +365,9 @@ def pick(cluster: Cluster, target: str, st: dict) -> str:
         return cluster.names[0]  # HAProxy's active mysql backend: the others are backups
     if target == "dc":
         return st["dc"]
+    if target == "rabbitmq-leaders":
+        counts = cluster.rabbitmq_leaders()
+        return max(cluster.names, key=lambda n: counts[n])
     # A node that is neither the DC nor holds the public VIP: its loss hurts least.
     busy = {st["dc"], cluster.vip_owner("public", st)}
     return next((n for n in reversed(cluster.names) if n not in busy), cluster.names[-1])
@@ -370,7 +384,9 @@ def _clients(cluster: Cluster, with_workloads: bool) -> tuple[object, dict]:
         loads = {"bank": workloads.Bank.from_inventory(cluster.inventory),
                  "rabbitmq": workloads.RabbitConfirms.from_inventory(cluster.inventory),
                  "redis": workloads.RedisWait.from_inventory(cluster.inventory),
-                 "keystone": workloads.Tokens.from_inventory(cluster.inventory)}
+                 "keystone": workloads.Tokens.from_inventory(cluster.inventory),
+                 "servers": workloads.ServerBoots.from_inventory(cluster.inventory),
+                 "images": workloads.ImageReads.from_inventory(cluster.inventory)}
     return pr, loads
 
 
@@ -443,6 +459,10 @@ def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> Result:
         r.result.galera_write_gap_s = r.result.data["bank"].get("longest_gap_s")
     if "keystone" in r.result.data:
         r.result.keystone_gap_s = r.result.data["keystone"].get("longest_gap_s")
+    if "servers" in r.result.data:
+        r.result.boot_gap_s = r.result.data["servers"].get("longest_gap_s")
+    if "images" in r.result.data:
+        r.result.image_gap_s = r.result.data["images"].get("longest_gap_s")
     return r.result
 
 
@@ -751,6 +771,19 @@ def _observe_full(r: Run, before: dict, pr) -> None:
     wait(lambda: not any(r.cluster.held_vips(n) for n in r.cluster.names), 180,
          "every VIP down after the full stop")
     r.result.stopped_s = r.since()
+
+
+def quorum_leaders(out: str, names: list[str]) -> dict[str, int]:
+    """`rabbitmqctl list_queues type leader` read as quorum queues led per node
+    (classic queues have no leader)."""
+    counts = dict.fromkeys(names, 0)
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "quorum":
+            node = fields[1].split("@", 1)[-1]
+            if node in counts:
+                counts[node] += 1
+    return counts
 
 
 def single_promoted(hv: dict) -> list[str]:

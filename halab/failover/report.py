@@ -19,7 +19,7 @@ from halab.failover.result import Result
 
 # A run's own timings (Result fields) with stats per group.
 TIMINGS = ("detected_s", "fenced_s", "redis_promoted_s", "galera_write_gap_s",
-           "keystone_gap_s", "healthy_again_s")
+           "keystone_gap_s", "boot_gap_s", "image_gap_s", "healthy_again_s")
 # Figures of a whole run, derived from its services (see `derived`).
 DERIVED = ("worst_service_s", "beyond_detection_s", "worst_return_outage_s",
            "longest_outage_s")
@@ -36,6 +36,9 @@ SAFETY = {
               "by_replicas"),
     # failed: token requests answered with an error or not at all (not data loss)
     "keystone": ("issued", "failed", "refused", "validation_errors"),
+    # refused: creates the API did not accept; error: accepted, ended in ERROR
+    "servers": ("accepted", "active", "error", "refused", "stuck"),
+    "images": ("reads", "failed", "corrupt"),
 }
 # What "lost acknowledged writes" counts: a bank COMMIT that returned, a confirmed
 # message, a Redis write WAIT reported on every replica (Redis replicates
@@ -210,7 +213,7 @@ def _fmt(st: dict | None, none: str = "n/a") -> str:
 def _data_row(g: dict) -> str:
     d = g["data"]
     bank, rmq, red = d.get("bank", {}), d.get("rabbitmq", {}), d.get("redis", {})
-    ks = d.get("keystone", {})
+    ks, sv, im = d.get("keystone", {}), d.get("servers", {}), d.get("images", {})
     cls = red.get("by_replicas", {})
     redis_cls = " / ".join(f"{cls[n].get('lost', 0)} of {cls[n].get('acknowledged', 0)}"
                            for n in sorted(cls, reverse=True)) or "–"
@@ -221,7 +224,12 @@ def _data_row(g: dict) -> str:
         f"{rmq.get('lost_confirmed', '–')} of {rmq.get('confirmed', '–')}",
         str(rmq.get("duplicates", "–")), str(rmq.get("unconfirmed_but_delivered", "–")),
         redis_cls, f"{ks.get('failed', '–')} of {ks.get('issued', 0) + ks.get('failed', 0)}"
-        if ks else "–", str(ks.get("refused", "–")), str(g["runs_with_violations"]),
+        if ks else "–", str(ks.get("refused", "–")),
+        f"{sv.get('active', 0)} / {sv.get('error', 0)} / {sv.get('stuck', 0)} of "
+        f"{sv.get('accepted', 0)}" if sv else "–", str(sv.get("refused", "–")),
+        f"{im.get('failed', 0)} / {im.get('corrupt', 0)} of "
+        f"{im.get('reads', 0) + im.get('failed', 0)}" if im else "–",
+        str(g["runs_with_violations"]),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -300,6 +308,8 @@ STAT_NAMES = {"median": "p50", "p95": "p95", "max": "worst"}
 # from the cluster's last phase before it to the figure is the service's own.
 FIGURE_ENDS = {"galera_write_gap_s": "Galera writes again",
                "keystone_gap_s": "tokens issued again",
+               "boot_gap_s": "servers boot again",
+               "image_gap_s": "images read again",
                "worst_service_s": "the last service answering"}
 # A figure counted from detection ends where this one, counted from the fault, does.
 FROM_FAULT = {"beyond_detection_s": "worst_service_s"}
@@ -405,8 +415,8 @@ def markdown(summary: dict, goals: tuple[Goal, ...] | list[Goal] = GOALS) -> str
         services = sorted({k.split(":", 1)[1] for g in groups for k in g["timing"]
                            if k.startswith("recovered_s:")})
         head = (["scenario", "runs", "detected", "fenced"] + [f"{s} back" for s in services]
-                + ["redis promoted", "galera write gap", "token issue gap",
-                   "worst outage on the node's return", "healthy again"])
+                + ["redis promoted", "galera write gap", "token issue gap", "boot gap",
+                   "image read gap", "worst outage on the node's return", "healthy again"])
         lines += ["", f"## totem: {totem}", "", "| " + " | ".join(head) + " |",
                   "|" + "---|" * len(head)]
         for g in groups:
@@ -414,15 +424,16 @@ def markdown(summary: dict, goals: tuple[Goal, ...] | list[Goal] = GOALS) -> str
             cells = ([g["scenario"], str(g["runs"]), _fmt(t["detected_s"]), _fmt(t["fenced_s"])]
                      + [_fmt(t.get(f"recovered_s:{s}"), "never") for s in services]
                      + [_fmt(t[k]) for k in ("redis_promoted_s", "galera_write_gap_s",
-                                             "keystone_gap_s", "worst_return_outage_s",
-                                             "healthy_again_s")])
+                                             "keystone_gap_s", "boot_gap_s", "image_gap_s",
+                                             "worst_return_outage_s", "healthy_again_s")])
             lines.append("| " + " | ".join(cells) + " |")
         lines += phase_table(groups)
         lines += peer_table(groups)
         head = ["scenario", "bank lost", "bank indeterminate", "bank bad reads",
                 "rabbitmq lost", "rabbitmq duplicates", "rabbitmq unconfirmed delivered",
                 "redis lost by WAIT replicas (high→low)", "token issues failed",
-                "tokens refused", "runs with violations"]
+                "tokens refused", "boots ACTIVE / ERROR / stuck of accepted",
+                "creates refused", "image reads failed / corrupt", "runs with violations"]
         lines += ["", "Data safety (summed over runs; lost of acknowledged):", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += [_data_row(g) for g in groups]

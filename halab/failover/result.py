@@ -51,6 +51,8 @@ class Result:
     split_brain_vip_s: float | None = None  # longest time a VIP was up on two nodes
     galera_write_gap_s: float | None = None  # the bank workload's longest write gap
     keystone_gap_s: float | None = None  # the token workload's longest gap
+    boot_gap_s: float | None = None  # longest time with no server reaching ACTIVE
+    image_gap_s: float | None = None  # longest time with no image read back intact
     restore_t: float | None = None  # epoch seconds the restore began
 
     # What the fault touched, when it is not just the victim.

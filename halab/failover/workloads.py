@@ -1,6 +1,6 @@
 """Jepsen-style client workloads that run through a fault and then check what the
 cluster kept: a bank on Galera, confirmed publishes on RabbitMQ, WAITed writes on Redis,
-tokens from Keystone.
+tokens from Keystone, server boots through Nova, image reads through Glance.
 
 Each workload: start() runs its clients in background threads, stop() ends them,
 verify() (after the fault was repaired) reads the data back and returns figures
@@ -11,18 +11,20 @@ error, so a fault costs failed operations, never a hung worker. The bookkeeping
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 import pika
 import pika.exceptions
 import pymysql
 import redis
 
-from halab.cluster import keystone
+from halab.cluster import keystone, openstack
 from halab.cluster.declared import Declared
 
 MAX_DURATION = 900.0  # a workload nobody stopped ends by itself after this long
@@ -111,6 +113,12 @@ class Workload:
     def _ack(self, t: float | None = None) -> None:
         with self._lock:
             self.ack_times.append(time.time() if t is None else t)
+
+    def _result(self, figures: dict) -> dict:
+        """A verify()'s figures with the run's own; not ok if a worker crashed."""
+        result = {**figures, **self._common()}
+        result["ok"] = result["ok"] and not result["worker_crashes"]
+        return result
 
     def _common(self) -> dict:
         start, end = self.started_at, self.stopped_at
@@ -323,8 +331,7 @@ class Bank(Workload):
                 conn.close()
 
         balances, log = _retry(read, MYSQL_ERRORS)
-        result = {**self.evaluate(balances, log), **self._common()}
-        result["ok"] = result["ok"] and not result["worker_crashes"]
+        result = self._result(self.evaluate(balances, log))
         result["tables_kept"] = True
         if result["ok"]:
             def drop() -> None:
@@ -538,10 +545,10 @@ class RabbitConfirms(Workload):
                 continue
             if remaining == 0:
                 break
-        result = {**self.evaluate(delivered, max(remaining, 0)), **self._common()}
+        result = self._result(self.evaluate(delivered, max(remaining, 0)))
         result["queue_missing"] = missing
         result["not_found_answers"] = not_found_total  # 404s for a queue that exists
-        result["ok"] = result["ok"] and remaining == 0 and not result["worker_crashes"]
+        result["ok"] = result["ok"] and remaining == 0
         return result
 
 
@@ -638,7 +645,7 @@ class RedisWait(Workload):
             chunk = keys[n:n + 500]
             got = _retry(lambda c=chunk: client.mget(c), (redis.exceptions.RedisError,))
             values.update(zip(range(n + 1, n + 1 + len(chunk)), got, strict=True))
-        result = {**self.evaluate(values), **self._common()}
+        result = self._result(self.evaluate(values))
         result["keys_kept"] = True
         with contextlib.suppress(redis.exceptions.RedisError):  # the figures stand
             for n in range(0, len(keys), 500):
@@ -646,7 +653,6 @@ class RedisWait(Workload):
                        (redis.exceptions.RedisError,), seconds=20)
             result["keys_kept"] = False
         client.close()
-        result["ok"] = result["ok"] and not result["worker_crashes"]
         return result
 
 
@@ -769,6 +775,255 @@ class Tokens(Workload):
             cross = self.cross_node()
         except OSError as exc:  # a node that cannot issue at all, after the repair
             cross = [f"issue failed: {exc}"]
-        result = {**self.evaluate(cross), **self._common()}
-        result["ok"] = result["ok"] and not result["worker_crashes"]
+        result = self._result(self.evaluate(cross))
         return result
+
+
+# ---------------------------------------------------------------- Nova: server boots
+
+
+BOOT_DEADLINE = 120.0  # an accepted create must be ACTIVE or ERROR by then
+FINAL = ("ACTIVE", "ERROR")
+
+
+class ServerBoots(Workload):
+    """`openstack server create --nic none`, waited for, then deleted, a few at a time
+    through the public VIP: API -> conductor -> scheduler -> (fake) compute over
+    RabbitMQ. verify() follows every create the API accepted to ACTIVE or ERROR within
+    BOOT_DEADLINE, checks each ACTIVE server has a compute host and an allocation in
+    Placement, and deletes them all. An ACTIVE server is the acknowledged write."""
+
+    def __init__(self, session: openstack.Session, image: str, flavor: str,
+                 workers: int = 2, rate: float = 0.5, poll: float = 1.0,
+                 patience: float = 30.0,
+                 run_id: str | None = None, max_duration: float = MAX_DURATION):
+        super().__init__(run_id, rate, max_duration)
+        self.session, self.image_name, self.flavor_name = session, image, flavor
+        self.workers, self.poll, self.patience = workers, poll, patience
+        self.image_id = self.flavor_id = ""
+        self.accepted: dict[str, float] = {}  # server id -> when the API accepted it
+        self.final: dict[str, str] = {}  # server id -> ACTIVE | ERROR, as first seen
+        self.refused: dict[str, int] = {}  # HTTP status ("0": no answer) -> count
+        self.boot_s: list[float] = []  # accepted -> ACTIVE
+        self._n = 0
+
+    @classmethod
+    def from_inventory(cls, inv: Declared, **kw) -> ServerBoots:
+        session = openstack.Session(keystone.load(inv.secrets_dir / "clouds.yaml"))
+        return cls(session, inv.setting("glance", "glance_image")["name"],
+                   inv.setting("nova", "nova_flavor")["name"], **kw)
+
+    def setup(self) -> None:
+        self.image_id = openstack.find_id(self.session, "image", "/v2/images", "images",
+                                          self.image_name)
+        self.flavor_id = openstack.find_id(self.session, "compute", "/flavors", "flavors",
+                                           self.flavor_name)
+
+    def _workers(self) -> list[Callable[[], None]]:
+        return [self._loop] * self.workers
+
+    @property
+    def prefix(self) -> str:
+        return f"halab-boot-{self.run_id}-"
+
+    def record_create(self, status: int, server_id: str | None, t: float) -> None:
+        with self._lock:
+            if status == 202 and server_id:
+                self.accepted[server_id] = t
+            else:
+                self.refused[str(status)] = self.refused.get(str(status), 0) + 1
+
+    def record_final(self, server_id: str, state: str, t: float) -> None:
+        with self._lock:
+            if server_id in self.final:
+                return
+            self.final[server_id] = state
+            if state == "ACTIVE":
+                self.ack_times.append(t)
+                self.boot_s.append(round(t - self.accepted[server_id], 2))
+
+    def _create(self) -> str | None:
+        with self._lock:
+            self._n += 1
+            name = f"{self.prefix}{self._n}"
+        body = {"server": {"name": name, "imageRef": self.image_id,
+                           "flavorRef": self.flavor_id, "networks": "none"}}
+        status, _, data = self.session.compute("POST", "/servers", body)
+        server_id = data.get("server", {}).get("id") if status == 202 else None
+        self.record_create(status, server_id, time.time())
+        return server_id
+
+    def _state(self, server_id: str) -> str | None:
+        status, _, data = self.session.compute("GET", f"/servers/{server_id}")
+        return data.get("server", {}).get("status") if status == 200 else None
+
+    def _follow(self, server_id: str, until_stop: bool, patience: float = BOOT_DEADLINE) -> None:
+        """Poll until ACTIVE or ERROR, the deadline, `patience` seconds, or (for a
+        worker) stop()."""
+        deadline = min(self.accepted[server_id] + BOOT_DEADLINE, time.time() + patience)
+        while time.time() < deadline and not (until_stop and self._stop.is_set()):
+            state = self._state(server_id)
+            if state in FINAL:
+                self.record_final(server_id, state, time.time())
+                return
+            time.sleep(self.poll)
+
+    def _delete(self, server_id: str) -> int:
+        return self.session.compute("DELETE", f"/servers/{server_id}")[0]
+
+    def _loop(self) -> None:
+        # A boot that hangs (its message lost) is left to verify(): a worker waiting the
+        # whole deadline on it would show as a gap in the boots, which it is not.
+        for _ in self._ticks(self.rate):
+            server_id = self._create()
+            if server_id:
+                self._follow(server_id, until_stop=True, patience=self.patience)
+                if server_id in self.final:
+                    self._delete(server_id)
+
+    def _mine(self) -> list[dict]:
+        status, _, data = self.session.compute(
+            "GET", f"/servers/detail?all_tenants=1&name={quote('^' + self.prefix)}")
+        if status != 200:
+            raise OSError(f"server list: HTTP {status or 'no answer'}")
+        return data.get("servers", [])
+
+    def _allocated(self, server_id: str) -> bool:
+        status, _, data = self.session.call("GET", "placement", f"/allocations/{server_id}")
+        return status == 200 and bool(data.get("allocations"))
+
+    def orphans(self, servers: list[dict]) -> list[str]:
+        """ACTIVE servers with no compute host or no allocation in Placement."""
+        return [s["id"] for s in servers if s.get("status") == "ACTIVE" and
+                not (s.get("OS-EXT-SRV-ATTR:host") and self._allocated(s["id"]))]
+
+    def _clean_up(self) -> list[str]:
+        """Delete every server of this run; the ids still listed after 120 s."""
+        deadline = time.monotonic() + 120
+        asked: set[str] = set()
+        while time.monotonic() < deadline:
+            left = _retry(self._mine, (OSError,))
+            for s in left:
+                if s["id"] not in asked or s.get("status") == "ERROR":
+                    self._delete(s["id"])
+                    asked.add(s["id"])
+            if not left:
+                return []
+            time.sleep(2)
+        return [s["id"] for s in _retry(self._mine, (OSError,))]
+
+    def evaluate(self, stuck: list[str], orphans: list[str], leaked: list[str]) -> dict:
+        states = list(self.final.values())
+        boots = sorted(self.boot_s)
+        figures = {
+            "accepted": len(self.accepted), "active": states.count("ACTIVE"),
+            "error": states.count("ERROR"), "refused": sum(self.refused.values()),
+            "refused_by_status": dict(self.refused),
+            "boot_s_median": boots[len(boots) // 2] if boots else None,
+            "boot_s_max": boots[-1] if boots else None,
+            # accepted, yet neither ACTIVE nor ERROR after BOOT_DEADLINE: a lost write
+            "lost_in_build": stuck, "stuck": len(stuck), "without_compute_record": orphans,
+            "not_deleted": leaked, "violations": [],
+        }
+        if orphans:
+            figures["violations"].append(
+                f"ACTIVE servers with no compute host or allocation: {orphans}")
+        if leaked:
+            figures["violations"].append(f"servers not deleted after 120s: {leaked}")
+        figures["ok"] = not figures["violations"] and not stuck
+        return figures
+
+    def verify(self) -> dict:
+        self.stop()
+        for server_id in list(self.accepted):
+            if server_id not in self.final:
+                self._follow(server_id, until_stop=False)
+        stuck = [i for i in self.accepted if i not in self.final]
+        orphans = self.orphans(_retry(self._mine, (OSError,)))
+        return self._result(self.evaluate(stuck, orphans, self._clean_up()))
+
+
+# ---------------------------------------------------------------- Glance: image reads
+
+
+class ImageReads(Workload):
+    """`openstack image save` through the public VIP: glance-api streams the image
+    from Swift. Every read that returns must match the checksum Glance recorded at
+    upload (os_hash_value, SHA-512); a read that fails is an outage, one that returns
+    other bytes is a violation. A successful read is the acknowledged operation."""
+
+    def __init__(self, session: openstack.Session, image: str, workers: int = 1,
+                 rate: float = 2.0, run_id: str | None = None,
+                 max_duration: float = MAX_DURATION):
+        super().__init__(run_id, rate, max_duration)
+        self.session, self.image_name, self.workers = session, image, workers
+        self.image_id = self.sha512 = ""
+        self.size = 0
+        self.reads = 0
+        self.failed: dict[str, int] = {}
+        self.mismatched: list[str] = []
+
+    @classmethod
+    def from_inventory(cls, inv: Declared, **kw) -> ImageReads:
+        session = openstack.Session(keystone.load(inv.secrets_dir / "clouds.yaml"))
+        return cls(session, inv.setting("glance", "glance_image")["name"], **kw)
+
+    def setup(self) -> None:
+        self.image_id = openstack.find_id(self.session, "image", "/v2/images", "images",
+                                          self.image_name)
+        status, _, data = self.session.call("GET", "image", f"/v2/images/{self.image_id}")
+        if status != 200 or data.get("os_hash_algo") != "sha512":
+            raise OSError(f"image {self.image_name}: HTTP {status}, no SHA-512 recorded")
+        self.sha512, self.size = data["os_hash_value"], data["size"]
+
+    def _workers(self) -> list[Callable[[], None]]:
+        return [self._loop] * self.workers
+
+    def record_read(self, status: int, body: bytes, t: float | None = None) -> bool:
+        with self._lock:
+            if status != 200:
+                self.failed[str(status)] = self.failed.get(str(status), 0) + 1
+                return False
+            digest = hashlib.sha512(body).hexdigest()
+            if digest != self.sha512:
+                self.mismatched.append(f"{len(body)} bytes, sha512 {digest[:16]}...")
+                return False
+            self.reads += 1
+            self.ack_times.append(time.time() if t is None else t)
+            return True
+
+    def read(self) -> bool:
+        status, _, body = self.session.call("GET", "image", f"/v2/images/{self.image_id}/file",
+                                            raw=True)
+        return self.record_read(status, body)
+
+    def _loop(self) -> None:
+        for _ in self._ticks(self.rate):
+            self.read()
+
+    def evaluate(self, after: bool) -> dict:
+        figures = {"reads": self.reads, "failed": sum(self.failed.values()),
+                   "failed_by_status": dict(self.failed), "size": self.size,
+                   "corrupt": len(self.mismatched), "mismatched": list(self.mismatched),
+                   "read_after_repair": after,
+                   "violations": []}
+        if self.mismatched:
+            figures["violations"].append(
+                f"{len(self.mismatched)} reads returned other bytes: {self.mismatched[:3]}")
+        if not after:
+            figures["violations"].append("the image could not be read after the repair")
+        figures["ok"] = not figures["violations"]
+        return figures
+
+    def verify(self) -> dict:
+        self.stop()
+
+        def once() -> None:
+            if not self.read():
+                raise OSError("read failed")
+        try:
+            _retry(once, (OSError,))
+            after = True
+        except OSError:
+            after = False
+        return self._result(self.evaluate(after))

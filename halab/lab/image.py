@@ -35,6 +35,15 @@ STACK_PACKAGES = (
     "nftables",
     "curl", "psmisc", "procps", "lsof", "netcat-openbsd",
 )
+# Downloaded without recommends (the roles install them so): nova-compute's would
+# bring libvirt, qemu and libguestfs, about half a gigabyte the fake driver never uses.
+OPENSTACK_PACKAGES = (
+    "swift", "swift-proxy", "swift-account", "swift-container", "swift-object",
+    "python3-keystonemiddleware", "python3-swiftclient",
+    "placement-api", "glance-api",
+    "nova-api", "nova-conductor", "nova-scheduler", "nova-compute", "nova-compute-ironic",
+    "neutron-api",
+)
 REPO_DIR = "srv/halab-apt"  # inside the image
 BUILD_VERSION = 3  # bump when the hook script below changes meaning
 
@@ -45,6 +54,7 @@ root="$1"
 # The whole stack with its recommends, resolved against the finished base, so any
 # install order the roles use finds every package it asks for.
 chroot "$root" apt-get install -y --download-only -o APT::Install-Recommends=true {stack}
+chroot "$root" apt-get install -y --download-only -o APT::Install-Recommends=false {openstack}
 mkdir -p "$root/{repo}"
 mv "$root"/var/cache/apt/archives/*.deb "$root/{repo}/"
 (cd "$root/{repo}" && dpkg-scanpackages --multiversion . /dev/null > Packages)
@@ -75,6 +85,7 @@ def image_key() -> str:
         "mirrors": _mirrors(),
         "base": BASE_PACKAGES,
         "stack": STACK_PACKAGES,
+        "openstack": OPENSTACK_PACKAGES,
         "hook": CUSTOMIZE,
         "version": BUILD_VERSION,
     }
@@ -114,7 +125,8 @@ def ensure(progress=print) -> Path:
         log.unlink()
     progress(f"image: building {image_key()} with mmdebstrap (a few minutes; log: {log})")
     started = time.monotonic()
-    hook = CUSTOMIZE.format(stack=" ".join(STACK_PACKAGES), repo=REPO_DIR)
+    hook = CUSTOMIZE.format(
+        stack=" ".join(STACK_PACKAGES), openstack=" ".join(OPENSTACK_PACKAGES), repo=REPO_DIR)
     cmd = [
         "mmdebstrap", "--variant=minbase", "--mode=root", "--skip=cleanup/apt/lists",
         "--include=" + ",".join(BASE_PACKAGES),

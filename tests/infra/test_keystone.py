@@ -43,7 +43,7 @@ def openstack(clouds: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_keystone_clone_runs_on_every_controller(any_node, inventory):
-    assert sorted(cluster_state(any_node)["started"].get("keystone-clone", [])) == \
+    assert sorted(cluster_state(any_node)["started"].get("openstack-keystone-clone", [])) == \
         sorted(inventory)
 
 
@@ -62,8 +62,8 @@ def test_uwsgi_listens_on_the_node_address_not_the_vips(host, inventory):
 def test_keystone_is_ordered_after_galera_promotion_and_memcached(any_node):
     xml = ET.fromstring(any_node.check_output("cibadmin --query --scope constraints"))
     orders = {(o.get("first"), o.get("first-action"), o.get("then")) for o in xml.iter("rsc_order")}
-    assert ("galera-master", "promote", "keystone-clone") in orders
-    assert ("memcached-clone", "start", "keystone-clone") in orders
+    assert ("galera-master", "promote", "openstack-keystone-clone") in orders
+    assert ("memcached-clone", "start", "openstack-keystone-clone") in orders
 
 
 def test_haproxy_checks_every_keystone_backend_over_http(inventory):

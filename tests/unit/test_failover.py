@@ -256,3 +256,13 @@ def test_a_planned_stop_bans_the_single_promoted_role_first_and_clears_it_after(
 ])
 def test_a_kill_is_timed_by_the_node_when_its_clock_agrees(out, moment):
     assert catalogue._node_moment(out, 100.0, 100.4) == moment
+
+
+def test_quorum_leaders_counts_quorum_queues_per_node():
+    out = ("quorum\trabbit@overcloud-controller-1\n"
+           "classic\t\n"
+           "quorum\trabbit@overcloud-controller-1\n"
+           "quorum\trabbit@overcloud-controller-2\n")
+    names = ["overcloud-controller-0", "overcloud-controller-1", "overcloud-controller-2"]
+    assert catalogue.quorum_leaders(out, names) == {
+        "overcloud-controller-0": 0, "overcloud-controller-1": 2, "overcloud-controller-2": 1}

@@ -122,3 +122,11 @@ def test_port_range_reads_a_port_or_a_range():
     assert ha_cluster.port_range("35672-35682") == range(35672, 35683)
     with pytest.raises(ValueError):
         ha_cluster.port_range("9-3")
+
+
+def test_swift_devices_one_zone_per_host_in_order():
+    hosts = [{"ha_addresses": {"internal": f"198.51.100.1{i}"}} for i in range(3)]
+    devs = ha_cluster.swift_devices(hosts, "internal", "6200", "d1")
+    assert [(d["ip"], d["zone"], d["port"]) for d in devs] == [
+        ("198.51.100.10", 1, 6200), ("198.51.100.11", 2, 6200), ("198.51.100.12", 3, 6200)]
+    assert {d["device"] for d in devs} == {"d1"}

@@ -110,8 +110,8 @@ def steady(started, data, tmp_path_factory) -> tuple[Path, dict]:
 def test_keystone_waits_for_its_nodes_galera_promotion(started, steady):
     _, before = started
     _, after = steady
-    assert before["galera-master"] and not before["keystone-clone"]
-    assert sorted(after["keystone-clone"]) == CONTROLLERS
+    assert before["galera-master"] and not before["openstack-keystone-clone"]
+    assert sorted(after["openstack-keystone-clone"]) == CONTROLLERS
 
 
 def vip_ids(data) -> list[str]:

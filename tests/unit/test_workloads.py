@@ -3,6 +3,7 @@ from recorded client outcomes and from the data read back."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import pytest
@@ -248,3 +249,44 @@ def test_probe_ends_by_itself_after_max_duration():
     assert not pr._threads[0].is_alive()
     assert not pr.all_up()
     assert pr.recovered_after("down", 0) is None
+
+
+def test_server_boots_follow_every_accepted_create_to_its_end():
+    w = workloads.ServerBoots(session=None, image="i", flavor="f")
+    w.record_create(202, "a", 100.0)
+    w.record_create(202, "b", 101.0)
+    w.record_create(202, "c", 102.0)
+    w.record_create(503, None, 103.0)
+    w.record_create(0, None, 104.0)
+    w.record_final("a", "ACTIVE", 104.5)
+    w.record_final("a", "ERROR", 200.0)  # the first final state seen counts
+    w.record_final("b", "ERROR", 110.0)
+    figures = w.evaluate(stuck=["c"], orphans=[], leaked=[])
+    assert (figures["accepted"], figures["active"], figures["error"]) == (3, 1, 1)
+    assert figures["refused_by_status"] == {"503": 1, "0": 1}
+    assert figures["boot_s_max"] == 4.5 and w.ack_times == [104.5]
+    assert figures["lost_in_build"] == ["c"] and not figures["ok"]
+    assert figures["violations"] == []  # a lost write: the catalogue judges it by scenario
+
+
+def test_server_boots_flag_servers_without_compute_record_and_leaks():
+    w = workloads.ServerBoots(session=None, image="i", flavor="f")
+    w.record_create(202, "a", 100.0)
+    w.record_final("a", "ACTIVE", 103.0)
+    assert w.evaluate([], [], [])["ok"]
+    figures = w.evaluate([], orphans=["a"], leaked=["a"])
+    assert not figures["ok"] and len(figures["violations"]) == 2
+
+
+def test_image_reads_count_failures_and_flag_other_bytes():
+    w = workloads.ImageReads(session=None, image="i")
+    w.sha512 = hashlib.sha512(b"image").hexdigest()
+    assert w.record_read(200, b"image", 1.0)
+    assert not w.record_read(503, b"")
+    assert not w.record_read(200, b"imagf")
+    figures = w.evaluate(after=True)
+    assert (figures["reads"], figures["failed"], figures["failed_by_status"]) == (1, 1, {"503": 1})
+    assert len(figures["mismatched"]) == 1 and not figures["ok"]
+    w2 = workloads.ImageReads(session=None, image="i")
+    assert not w2.evaluate(after=False)["ok"]
+    assert w2.evaluate(after=True)["ok"]

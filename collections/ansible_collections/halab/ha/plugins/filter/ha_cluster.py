@@ -190,6 +190,14 @@ def rabbitmq_password_hash(password: str, seed: str = "") -> str:
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
+def swift_devices(hosts: list[dict], network: str, port: int, device: str) -> list[dict]:
+    """One ring device per host (its hostvars), each host its own zone, numbered in
+    the given order from 1: three replicas on three zones put a copy on every node."""
+    return [{"ip": h["ha_addresses"][network], "port": int(port), "device": device,
+             "zone": zone, "region": 1, "weight": 100}
+            for zone, h in enumerate(hosts, start=1)]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -203,4 +211,5 @@ class FilterModule:
             "stonith_locations": stonith_locations,
             "duplicates": duplicates,
             "firewall_rules": firewall_rules,
+            "swift_devices": swift_devices,
         }
