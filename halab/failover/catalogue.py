@@ -259,7 +259,10 @@ class Spec:
     process: str = ""  # for kill: the daemon's binary
     primitive: str = ""  # for kill: the Pacemaker primitive that runs it
     workloads: bool = True
-    timeout: float = 240
+    # Bound on the return to full health after the restore (a correctness bound; the
+    # report gives the times). A powered-off node's return restarts every service on it
+    # on a loaded host: 170-260 s measured with the OpenStack control plane.
+    timeout: float = 360
     # Workloads whose loss is a known, documented property of the stack in this
     # scenario: reported as figures, not counted as violations.
     expected_loss: dict[str, str] = field(default_factory=dict)
@@ -280,10 +283,12 @@ CATALOGUE = {s.name: s for s in [
     Spec("power-loss-rabbitmq-leaders", "power", "rabbitmq-leaders"),
     Spec("maintenance", "maintenance", "vip:internal_api", workloads=False),
     Spec("partition", "partition", "vip:public"),
-    Spec("quorum-loss", "quorum", "spare", workloads=False, timeout=300),
-    Spec("full-restart", "full", workloads=True, timeout=400, expected_loss={
+    Spec("quorum-loss", "quorum", "spare", workloads=False),
+    Spec("full-restart", "full", workloads=True, timeout=600, expected_loss={
         "rabbitmq": "rabbitmq-cluster bootstraps the first node with an empty mnesia "
-                    "(rmq_start_first: rmq_wipe_data), so no queue survives a full stop"}),
+                    "(rmq_start_first: rmq_wipe_data), so no queue survives a full stop",
+        "servers": "a boot whose message was still queued in RabbitMQ when the last "
+                   "node stopped is wiped with it (above) and stays in BUILD"}),
     Spec("rolling-restart", "rolling", workloads=True, timeout=900),
 ]}
 

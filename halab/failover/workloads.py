@@ -853,9 +853,21 @@ class ServerBoots(Workload):
         self.record_create(status, server_id, time.time())
         return server_id
 
-    def _state(self, server_id: str) -> str | None:
+    def _server(self, server_id: str) -> dict:
         status, _, data = self.session.compute("GET", f"/servers/{server_id}")
-        return data.get("server", {}).get("status") if status == 200 else None
+        return data.get("server", {}) if status == 200 else {}
+
+    def _state(self, server_id: str) -> str | None:
+        return self._server(server_id).get("status")
+
+    def where(self, server_id: str) -> dict:
+        """Where a boot stopped, as Nova shows it to an admin: which compute host it was
+        given (none: it never left the conductor or the scheduler) and its task."""
+        server = self._server(server_id)
+        return {"id": server_id, "accepted": round(self.accepted[server_id], 2),
+                "host": server.get("OS-EXT-SRV-ATTR:host"),
+                "vm_state": server.get("OS-EXT-STS:vm_state"),
+                "task_state": server.get("OS-EXT-STS:task_state")}
 
     def _follow(self, server_id: str, until_stop: bool, patience: float = BOOT_DEADLINE) -> None:
         """Poll until ACTIVE or ERROR, the deadline, `patience` seconds, or (for a
@@ -912,7 +924,7 @@ class ServerBoots(Workload):
             time.sleep(2)
         return [s["id"] for s in _retry(self._mine, (OSError,))]
 
-    def evaluate(self, stuck: list[str], orphans: list[str], leaked: list[str]) -> dict:
+    def evaluate(self, stuck: list[dict], orphans: list[str], leaked: list[str]) -> dict:
         states = list(self.final.values())
         boots = sorted(self.boot_s)
         figures = {
@@ -938,7 +950,7 @@ class ServerBoots(Workload):
         for server_id in list(self.accepted):
             if server_id not in self.final:
                 self._follow(server_id, until_stop=False)
-        stuck = [i for i in self.accepted if i not in self.final]
+        stuck = [self.where(i) for i in self.accepted if i not in self.final]
         orphans = self.orphans(_retry(self._mine, (OSError,)))
         return self._result(self.evaluate(stuck, orphans, self._clean_up()))
 

@@ -55,6 +55,15 @@ def test_daemons_run_under_systemd_and_the_others_are_off(host, inventory):
         assert not svc.is_running and not svc.is_enabled, unit
 
 
+def test_replicators_and_updaters_pass_from_the_timer(host):
+    timer = host.service("swift-consistency.timer")
+    assert timer.is_running and timer.is_enabled
+    # One pass by hand (start waits for a oneshot): every daemon ran to its end.
+    host.check_output("systemctl start swift-consistency.service")
+    shown = host.check_output("systemctl show -p Result -p ExecMainStatus swift-consistency")
+    assert "Result=success" in shown and "ExecMainStatus=0" in shown, shown
+
+
 def test_servers_listen_on_the_node_address_only(host, inventory):
     addresses = inventory[host.backend.get_hostname()]["ha_addresses"]
     ports = [setting(inventory, "swift_proxy_port"),
