@@ -873,10 +873,12 @@ class ServerBoots(Workload):
         """Poll until ACTIVE or ERROR, the deadline, `patience` seconds, or (for a
         worker) stop()."""
         deadline = min(self.accepted[server_id] + BOOT_DEADLINE, time.time() + patience)
-        while time.time() < deadline and not (until_stop and self._stop.is_set()):
+        while True:  # one look at least: verify() may come after the deadline
             state = self._state(server_id)
             if state in FINAL:
                 self.record_final(server_id, state, time.time())
+                return
+            if time.time() >= deadline or (until_stop and self._stop.is_set()):
                 return
             time.sleep(self.poll)
 
