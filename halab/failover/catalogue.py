@@ -386,12 +386,14 @@ def _clients(cluster: Cluster, with_workloads: bool) -> tuple[object, dict]:
     pr = probe.Probe(checks)
     loads = {}
     if with_workloads:
+        # The OpenStack workloads share one token and catalog (the Session is thread-safe).
+        session = workloads.admin_session(cluster.inventory)
         loads = {"bank": workloads.Bank.from_inventory(cluster.inventory),
                  "rabbitmq": workloads.RabbitConfirms.from_inventory(cluster.inventory),
                  "redis": workloads.RedisWait.from_inventory(cluster.inventory),
                  "keystone": workloads.Tokens.from_inventory(cluster.inventory),
-                 "servers": workloads.ServerBoots.from_inventory(cluster.inventory),
-                 "images": workloads.ImageReads.from_inventory(cluster.inventory)}
+                 "servers": workloads.ServerBoots.from_inventory(cluster.inventory, session),
+                 "images": workloads.ImageReads.from_inventory(cluster.inventory, session)}
     return pr, loads
 
 

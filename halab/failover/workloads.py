@@ -786,6 +786,11 @@ BOOT_DEADLINE = 120.0  # an accepted create must be ACTIVE or ERROR by then
 FINAL = ("ACTIVE", "ERROR")
 
 
+def admin_session(inv: Declared) -> openstack.Session:
+    """One session (token and catalog) as the lab's admin, from clouds.yaml."""
+    return openstack.Session(keystone.load(inv.secrets_dir / "clouds.yaml"))
+
+
 class ServerBoots(Workload):
     """`openstack server create --nic none`, waited for, then deleted, a few at a time
     through the public VIP: API -> conductor -> scheduler -> (fake) compute over
@@ -808,9 +813,9 @@ class ServerBoots(Workload):
         self._n = 0
 
     @classmethod
-    def from_inventory(cls, inv: Declared, **kw) -> ServerBoots:
-        session = openstack.Session(keystone.load(inv.secrets_dir / "clouds.yaml"))
-        return cls(session, inv.setting("glance", "glance_image")["name"],
+    def from_inventory(cls, inv: Declared, session: openstack.Session | None = None,
+                       **kw) -> ServerBoots:
+        return cls(session or admin_session(inv), inv.setting("glance", "glance_image")["name"],
                    inv.setting("nova", "nova_flavor")["name"], **kw)
 
     def setup(self) -> None:
@@ -978,9 +983,10 @@ class ImageReads(Workload):
         self.mismatched: list[str] = []
 
     @classmethod
-    def from_inventory(cls, inv: Declared, **kw) -> ImageReads:
-        session = openstack.Session(keystone.load(inv.secrets_dir / "clouds.yaml"))
-        return cls(session, inv.setting("glance", "glance_image")["name"], **kw)
+    def from_inventory(cls, inv: Declared, session: openstack.Session | None = None,
+                       **kw) -> ImageReads:
+        return cls(session or admin_session(inv), inv.setting("glance", "glance_image")["name"],
+                   **kw)
 
     def setup(self) -> None:
         self.image_id = openstack.find_id(self.session, "image", "/v2/images", "images",
