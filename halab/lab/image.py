@@ -1,7 +1,11 @@
 """The node image: Debian 12 with systemd, sshd and python3, plus a local apt repository
-of every package the roles install, so the nodes need no network. Built once with
-mmdebstrap and cached under /var/cache/halab/images/<key>; the key covers everything
-that shapes the image, so a change rebuilds it."""
+of every package the roles install, so the nodes need no network. The stack's packages
+are installed in it too, unconfigured and with the units their packages enabled
+disabled again: three nodes unpacking and byte-compiling the same ~400 packages at
+once took most of a converge's first half. The roles' install tasks then find them
+present; on Vagrant and real machines they install them. Built once with mmdebstrap and
+cached under /var/cache/halab/images/<key>; the key covers everything that shapes the
+image, so a change rebuilds it."""
 
 from __future__ import annotations
 
@@ -22,9 +26,9 @@ MIRRORS = (
     "deb http://deb.debian.org/debian bookworm-updates main",
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
-# Installed in the image: what any VM or bare-metal Debian 12 has before Ansible runs.
+# Installed in the image as the base system (what any Debian 12 has before Ansible runs).
 BASE_PACKAGES = ("systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt", "iproute2")
-# Only downloaded into the image's repository: the roles install them for real.
+# In the image's repository, and installed without recommends as the roles install them.
 STACK_PACKAGES = (
     "pacemaker", "corosync", "pcs", "resource-agents", "fence-agents",
     "haproxy", "memcached",
@@ -45,7 +49,9 @@ OPENSTACK_PACKAGES = (
     "neutron-api",
 )
 REPO_DIR = "srv/halab-apt"  # inside the image
-BUILD_VERSION = 3  # bump when the hook script below changes meaning
+# Downloaded only: the failover report's keepalived peer installs and removes it.
+NOT_INSTALLED = ("keepalived",)
+BUILD_VERSION = 4  # bump when the hook script below changes meaning
 
 # Runs on the host with $1 = the image root, after the base is installed.
 CUSTOMIZE = r"""
@@ -64,6 +70,19 @@ rm -rf "$root"/etc/apt/sources.list.d/*
 echo "deb [trusted=yes] file:/{repo} ./" > "$root/etc/apt/sources.list.d/ha-lab.list"
 rm -rf "$root"/var/lib/apt/lists/*
 chroot "$root" apt-get update
+# Installed once here instead of on every node at converge. Nothing may start (there is
+# no systemd in the chroot anyway), and units the packages enabled are disabled again:
+# the roles enable what runs outside Pacemaker, as they do after their own install.
+printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
+chmod 755 "$root/usr/sbin/policy-rc.d"
+enabled() {{
+  chroot "$root" systemctl list-unit-files --state=enabled --no-legend | cut -d' ' -f1 | sort
+}}
+enabled > "$root/tmp/enabled.before"
+chroot "$root" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y --no-install-recommends {install}
+enabled | comm -13 "$root/tmp/enabled.before" - | xargs -r chroot "$root" systemctl disable
+rm -f "$root/usr/sbin/policy-rc.d" "$root/tmp/enabled.before"
 # Per-node identity is written at node creation: no shared host keys or machine-id.
 rm -f "$root"/etc/ssh/ssh_host_*
 mkdir -p "$root/etc/systemd/system/ssh.service.d"
@@ -86,6 +105,7 @@ def image_key() -> str:
         "base": BASE_PACKAGES,
         "stack": STACK_PACKAGES,
         "openstack": OPENSTACK_PACKAGES,
+        "not_installed": NOT_INSTALLED,
         "hook": CUSTOMIZE,
         "version": BUILD_VERSION,
     }
@@ -126,7 +146,9 @@ def ensure(progress=print) -> Path:
     progress(f"image: building {image_key()} with mmdebstrap (a few minutes; log: {log})")
     started = time.monotonic()
     hook = CUSTOMIZE.format(
-        stack=" ".join(STACK_PACKAGES), openstack=" ".join(OPENSTACK_PACKAGES), repo=REPO_DIR)
+        stack=" ".join(STACK_PACKAGES), openstack=" ".join(OPENSTACK_PACKAGES), repo=REPO_DIR,
+        install=" ".join(p for p in (*STACK_PACKAGES, *OPENSTACK_PACKAGES)
+                         if p not in NOT_INSTALLED))
     cmd = [
         "mmdebstrap", "--variant=minbase", "--mode=root", "--skip=cleanup/apt/lists",
         "--include=" + ",".join(BASE_PACKAGES),

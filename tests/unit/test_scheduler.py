@@ -45,8 +45,9 @@ def cib(tmp_path_factory, data) -> Path:
     hv = data[CONTROLLERS[0]]
     resources = []
     for rsc in hv["pacemaker_resources"]:
-        # systemd units of the nodes do not exist on this host: pcs needs --force.
-        resources.append({**rsc, "force": True} if rsc["agent"].startswith("systemd:") else rsc)
+        # The lab's own agent (roles/pacemaker) is installed on the nodes only: --force.
+        local = rsc["agent"].startswith(("systemd:", "ocf:halab:"))
+        resources.append({**rsc, "force": True} if local else rsc)
     params = {
         "properties": hv["pacemaker_properties"],
         "resource_defaults": hv["pacemaker_resource_defaults"],
