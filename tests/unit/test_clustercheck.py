@@ -1,5 +1,7 @@
 """The Galera clustercheck daemon, run for real on a loopback port with no mysqld."""
 
+import importlib.machinery
+import importlib.util
 import socket
 import struct
 import subprocess
@@ -46,3 +48,24 @@ def test_unsynced_node_answers_503_and_resets_log_nothing(clustercheck):
     proc.terminate()
     _, err = proc.communicate(timeout=10)
     assert "Traceback" not in err
+
+
+def _load():
+    loader = importlib.machinery.SourceFileLoader("galera_clustercheck", str(SCRIPT))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("argv", "ist"), [
+    ([b"/bin/bash", b"-ue", b"/usr//bin/wsrep_sst_rsync", b"--role", b"donor", b"--bypass"], True),
+    ([b"/bin/bash", b"-ue", b"/usr//bin/wsrep_sst_rsync", b"--role", b"donor"], False),
+    ([b"/usr/bin/something", b"--bypass"], False),
+])
+def test_a_donor_counts_as_synced_only_while_it_serves_an_ist(tmp_path, argv, ist):
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "cmdline").write_bytes(b"/usr/sbin/mariadbd\0")
+    (tmp_path / "42").mkdir()
+    (tmp_path / "42" / "cmdline").write_bytes(b"\0".join(argv) + b"\0")
+    assert _load().serving_ist(tmp_path) is ist
