@@ -810,6 +810,7 @@ class ServerBoots(Workload):
         self.final: dict[str, str] = {}  # server id -> ACTIVE | ERROR, as first seen
         self.refused: dict[str, int] = {}  # HTTP status ("0": no answer) -> count
         self.boot_s: list[float] = []  # accepted -> ACTIVE
+        self.request_ids: dict[str, str] = {}  # server id -> the create's request id
         self._n = 0
 
     @classmethod
@@ -853,9 +854,12 @@ class ServerBoots(Workload):
             name = f"{self.prefix}{self._n}"
         body = {"server": {"name": name, "imageRef": self.image_id,
                            "flavorRef": self.flavor_id, "networks": "none"}}
-        status, _, data = self.session.compute("POST", "/servers", body)
+        status, headers, data = self.session.compute("POST", "/servers", body)
         server_id = data.get("server", {}).get("id") if status == 202 else None
         self.record_create(status, server_id, time.time())
+        if server_id:  # Nova logs it in every service that handles the boot
+            self.request_ids[server_id] = next(
+                (v for k, v in headers.items() if k.lower() == "x-openstack-request-id"), "")
         return server_id
 
     def _server(self, server_id: str) -> dict:
@@ -870,6 +874,7 @@ class ServerBoots(Workload):
         given (none: it never left the conductor or the scheduler) and its task."""
         server = self._server(server_id)
         return {"id": server_id, "accepted": round(self.accepted[server_id], 2),
+                "request_id": self.request_ids.get(server_id, ""),
                 "host": server.get("OS-EXT-SRV-ATTR:host"),
                 "vm_state": server.get("OS-EXT-STS:vm_state"),
                 "task_state": server.get("OS-EXT-STS:task_state")}

@@ -266,3 +266,30 @@ def test_quorum_leaders_counts_quorum_queues_per_node():
     names = ["overcloud-controller-0", "overcloud-controller-1", "overcloud-controller-2"]
     assert catalogue.quorum_leaders(out, names) == {
         "overcloud-controller-0": 0, "overcloud-controller-1": 2, "overcloud-controller-2": 1}
+
+
+def test_a_stuck_boot_is_nova_s_gap_only_with_its_conductor_s_exception():
+    line = ("2026-12-07 05:23:18.515 24585 ERROR oslo_messaging.rpc.server [None req-b ...] "
+            "Exception during message handling: oslo_messaging.exceptions."
+            "MessageDeliveryFailure: Unable to connect to AMQP server")
+
+    class Logs:
+        names = ["n0", "n1", "n2"]
+        asked: list[str] = []
+
+        def output(self, name, command, timeout=30):
+            self.asked.append(command)
+            return line + "\n" if name == "n1" and "req-b" in command else None
+
+    servers = {"violations": [], "lost_in_build": [
+        {"id": "a", "request_id": "req-a"}, {"id": "b", "request_id": "req-b"},
+        {"id": "c", "request_id": ""}]}
+    catalogue._dropped_by_conductor(Logs(), servers)
+    assert [b["id"] for b in servers["lost_in_build"]] == ["a", "c"] and not servers["ok"]
+    (dropped,) = servers["dropped_by_conductor"]
+    assert dropped["conductor"] == "n1"
+    assert dropped["exception"].startswith("oslo_messaging.exceptions.MessageDeliveryFailure")
+    assert all(catalogue.NOVA_CONDUCTOR_LOG in c for c in Logs.asked)
+    servers = {"violations": [], "lost_in_build": [{"id": "b", "request_id": "req-b"}]}
+    catalogue._dropped_by_conductor(Logs(), servers)
+    assert servers["ok"] and servers["lost_in_build"] == []
