@@ -46,8 +46,8 @@ def cib(tmp_path_factory, data) -> Path:
     resources = []
     for rsc in hv["pacemaker_resources"]:
         # The lab's own agent (roles/pacemaker) is installed on the nodes only: --force.
-        local = rsc["agent"].startswith(("systemd:", "ocf:halab:"))
-        resources.append({**rsc, "force": True} if local else rsc)
+        node_only = rsc["agent"].startswith("ocf:halab:")
+        resources.append({**rsc, "force": True} if node_only else rsc)
     params = {
         "properties": hv["pacemaker_properties"],
         "resource_defaults": hv["pacemaker_resource_defaults"],
