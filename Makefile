@@ -77,16 +77,16 @@ unit: host-deps
 # argv-watch samples every process's arguments through the run (the lab's tests read
 # its report); the log is kept in reports/ too, where a test looks for secrets. On
 # failure the failed tasks (converge, idempotence), the failed tests and the bundles of
-# the cluster's records taken for them are printed last: molecule's destroy output
-# would bury them.
+# the cluster's records taken for them are printed last, the failed tests' reasons
+# at the very end: molecule's destroy output would bury them.
 molecule: host-deps
 	rm -f reports/verify.xml reports/bundles/bundles.txt
 	mkdir -p reports
 	HALAB_ARGV_REPORT=$(CURDIR)/reports/argv-test.json HALAB_TEST_LOG=$(CURDIR)/reports/molecule.log \
 	  halab argv-watch --out reports/argv-test.json -- molecule test 2>&1 | tee reports/molecule.log \
 	  || { halab failures reports/molecule.log || true; \
-	  [ ! -f reports/verify.xml ] || halab failures reports/verify.xml || true; \
 	  [ ! -f reports/bundles/bundles.txt ] || { echo "bundles:"; cat reports/bundles/bundles.txt; }; \
+	  [ ! -f reports/verify.xml ] || halab failures reports/verify.xml || true; \
 	  exit 1; }
 
 # INVENTORY: any cluster's (Vagrant, your own machines); the lab's by default. Off the

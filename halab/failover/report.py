@@ -540,18 +540,24 @@ def write(results: list[Result], directory: str | Path,
     return [js, mdp, *pngs]
 
 
-def junit_failures(path: str | Path, lines: int = 12) -> str:
-    """The failed and erroring tests of a pytest JUnit XML file, each with the first
-    lines of its message: CI shows only the tail of the log, after molecule's destroy."""
+def junit_failures(path: str | Path, lines: int = 6, width: int = 240) -> str:
+    """The failed and erroring tests of a pytest JUnit XML file, each with why: its
+    message, else the traceback's `E` lines and the place it failed (the lab's conftest
+    scrubs secrets from the report, which leaves no message). CI shows only the tail of
+    the log, so each line is cut at `width`."""
     import xml.etree.ElementTree as ET
 
     out = []
     for case in ET.parse(path).getroot().iter("testcase"):
         for bad in (*case.findall("failure"), *case.findall("error")):
-            text = (bad.get("message") or "") + "\n" + (bad.text or "")
-            head = [ln for ln in text.strip().splitlines() if ln.strip()][:lines]
+            text = [ln for ln in (bad.text or "").splitlines() if ln.strip()]
+            why = [ln[1:].strip() for ln in text if ln.startswith("E ")]
+            where = [ln for ln in text if re.match(r"^\S+:\d+: \w", ln)][-1:]
+            head = ([ln for ln in (bad.get("message") or "").splitlines() if ln.strip()]
+                    or why + where or text)[:lines]
             out.append(f"{bad.tag.upper()}: {case.get('classname')}::{case.get('name')}\n  "
-                       + "\n  ".join(head))
+                       + "\n  ".join(ln if len(ln) <= width else ln[:width] + " [...]"
+                                      for ln in head))
     return "\n".join(out)
 
 

@@ -178,10 +178,19 @@ def test_junit_failures_names_each_failed_test(tmp_path):
         '<testcase classname="test_b" name="test_bad[x]">'
         '<failure message="AssertionError: 2 lost">trace line\n\nmore</failure></testcase>'
         '<testcase classname="test_c" name="test_err"><error message="boom"/></testcase>'
+        # The lab's conftest scrubs secrets by replacing the report: no message is left.
+        '<testcase classname="test_d" name="test_scrubbed"><failure>lab = &lt;Cluster&gt;\n'
+        "    def test_scrubbed(lab):\n&gt;       assert not v, v\n"
+        "E       AssertionError: ['boot 7 stuck in BUILD']\nE       assert not ['boot...']\n"
+        "\ntests/infra/test_d.py:76: AssertionError</failure></testcase>"
         "</testsuite></testsuites>")
     text = report.junit_failures(xml)
-    assert "FAILURE: test_b::test_bad[x]\n  AssertionError: 2 lost\n  trace line\n  more" in text
+    assert "FAILURE: test_b::test_bad[x]\n  AssertionError: 2 lost\n" in text
+    assert "trace line" not in text
     assert "ERROR: test_c::test_err\n  boom" in text
+    assert ("FAILURE: test_d::test_scrubbed\n  AssertionError: ['boot 7 stuck in BUILD']\n"
+            "  assert not ['boot...']\n  tests/infra/test_d.py:76: AssertionError") in text
+    assert "lab = " not in text
     assert "test_ok" not in text
     xml.write_text('<testsuites><testsuite><testcase classname="a" name="b"/></testsuite>'
                    "</testsuites>")
