@@ -345,6 +345,33 @@ def test_groups_cloned_group_and_idempotence(tmp_path):
     assert converge(path, d)["changed"] is False
 
 
+def test_created_stopped_waits_for_its_enable_and_stays_converged(tmp_path):
+    """A resource whose prerequisites come later is created Stopped; once it exists the
+    converge keeps the cluster's target-role, so enabling it is not undone."""
+    path = make_cib(tmp_path / "cib.xml")
+    d = {"no_default_ops": True, "created_stopped": ["api-clone"],
+         "resources": [{"id": "api", "agent": "ocf:pacemaker:Dummy", "clone": {"id": "api-clone"}},
+                       {"id": "db", "agent": "ocf:pacemaker:Dummy"}]}
+
+    def target_roles() -> dict[str, str]:
+        root = load(path)
+        return {el.get("id"): nvpairs(el, "meta_attributes/nvpair").get("target-role", "")
+                for el in root.iterfind("configuration/resources//*[@id]")
+                if el.tag in ("primitive", "clone")}
+
+    assert converge(path, d)["changed"] is True
+    assert target_roles() == {"api-clone": "", "api": "Stopped", "db": ""}
+    assert converge(path, d)["changed"] is False
+    pcs_f(path, "resource", "enable", "api-clone")
+    assert set(target_roles().values()) <= {"", "Started"}
+    assert converge(path, d)["changed"] is False
+    assert set(target_roles().values()) <= {"", "Started"}
+    # An operator's disable of the primitive is kept too, until its role starts it.
+    pcs_f(path, "resource", "disable", "api")
+    assert converge(path, d)["changed"] is False
+    assert "Stopped" in target_roles().values()
+
+
 def test_crm_simulate_places_resources(converged, tmp_path):
     path = tmp_path / "sim.xml"
     shutil.copy(converged[0], path)
@@ -490,6 +517,8 @@ def test_crm_simulate_places_resources(converged, tmp_path):
             "constraints.order[0] (first=x-clone): value of kind must be one of: Optional, "
             "Mandatory, Serialize, got: Maybe",
         ),
+        ({"created_stopped": ["x-clone", "nope"]},
+         "created_stopped[1]: 'nope' is not a declared resource or its clone"),
         (
             {"constraints": {"ticket": []}},
             "constraints: unknown key(s) ticket; allowed: colocation, location, order",

@@ -262,6 +262,16 @@ options:
     description: Pass C(--no-default-ops) to resource and stonith creation (per-entry override).
     type: bool
     default: false
+  created_stopped:
+    description:
+      - Resources (primitive or clone ids) that cannot run before something the
+        playbook makes after this converge (a schema, a service user). When new they are
+        created with C(target-role=Stopped); once they exist, the primitive's
+        C(target-role) is left as the cluster has it, so the role that makes what they
+        need starts them (C(pcs resource enable)) and later runs change nothing.
+    type: list
+    elements: str
+    default: []
   remove_all:
     description:
       - Let a run that declares no resources, groups or fence devices delete every one the
@@ -529,6 +539,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     },
     "force": {"type": "bool", "default": False},
     "no_default_ops": {"type": "bool", "default": False},
+    "created_stopped": {"type": "list", "elements": "str", "default": []},
     "remove_all": {"type": "bool", "default": False},
     "pcs_path": {"type": "str", "default": "pcs"},
     "cib_file": {"type": "path"},
@@ -748,6 +759,15 @@ def validate(params: dict[str, Any]) -> dict[str, Any]:
             {"id": gid, "resources": members, "meta": c.kv(entry.get("meta"), f"{where}.meta"),
              "clone": clone}
         )
+
+    by_clone = {clone: prim for prim, clone in cloned.items()}
+    spec["created_stopped"] = []
+    for i, rid in enumerate(p["created_stopped"]):
+        prim = by_clone.get(rid, rid)
+        if prim not in primitives:
+            c.err(f"created_stopped[{i}]", f"{rid!r} is not a declared resource or its clone")
+        else:
+            spec["created_stopped"].append(prim)
 
     known = set(c.ids)  # anything a constraint may name
     spec["constraints"] = {"location": [], "colocation": [], "order": []}
@@ -1096,6 +1116,38 @@ class _Converger:
             raise self._fail("cibadmin --patch", cmd, proc)
 
 
+def _primitives(spec: dict[str, Any], root: ET.Element):
+    """(declared entry, its primitive in `root` or None) for each created_stopped one."""
+    for r in spec["resources"]:
+        if r["id"] in spec["created_stopped"]:
+            yield r, root.find(f"configuration/resources//primitive[@id='{r['id']}']")
+
+
+def _hold_target_role(spec: dict[str, Any], live: ET.Element) -> None:
+    """created_stopped: Stopped when new, else the live target-role (or none) kept."""
+    for r, el in _primitives(spec, live):
+        meta = {k: v for k, v in r["meta"].items() if k != "target-role"}
+        held = None if el is None else el.find("meta_attributes/nvpair[@name='target-role']")
+        if el is None:
+            meta["target-role"] = "Stopped"
+        elif held is not None:
+            meta["target-role"] = held.get("value")
+        r["meta"] = meta
+
+
+def _keep_empty_meta(spec: dict[str, Any], live: ET.Element, desired: ET.Element) -> None:
+    """`pcs resource enable` leaves an empty meta_attributes behind; one the desired CIB
+    lacks would count as a change on every later run."""
+    pairs = zip(_primitives(spec, live), _primitives(spec, desired), strict=True)
+    for (_, was), (_, want) in pairs:
+        have = None if was is None else was.find("meta_attributes")
+        if have is None or len(have) or want is None or want.find("meta_attributes") is not None:
+            continue
+        ops = want.find("operations")
+        want.insert(len(want) if ops is None else list(want).index(ops),
+                    ET.Element("meta_attributes", id=have.get("id")))
+
+
 def run(
     params: dict[str, Any], check_mode: bool = False, want_diff: bool = False
 ) -> dict[str, Any]:
@@ -1113,12 +1165,16 @@ def run(
                 f"no resources, groups or fence devices declared: that would delete all "
                 f"{len(held)} in the live CIB ({', '.join(held[:5])}"
                 f"{', ...' if len(held) > 5 else ''}); set remove_all: true to mean it")
+        _hold_target_role(spec, live)
         _write(live, c.live)
         desired = copy.deepcopy(live)
         kept = c.own_sections(desired)
         _write(desired, c.desired)
         c.build(desired)
         desired = c.finish(kept)
+        if spec["created_stopped"]:
+            _keep_empty_meta(spec, live, desired)
+            _write(desired, c.desired)
         patch = c.diff()
         if patch is not None and not check_mode:
             c.push(patch)
