@@ -540,7 +540,7 @@ def write(results: list[Result], directory: str | Path,
     return [js, mdp, *pngs]
 
 
-def junit_failures(path: str | Path, lines: int = 6, width: int = 240) -> str:
+def junit_failures(path: str | Path, lines: int = 3, width: int = 240) -> str:
     """The failed and erroring tests of a pytest JUnit XML file, each with why: its
     message, else the traceback's `E` lines and the place it failed (the lab's conftest
     scrubs secrets from the report, which leaves no message). CI shows only the tail of
@@ -553,8 +553,8 @@ def junit_failures(path: str | Path, lines: int = 6, width: int = 240) -> str:
             text = [ln for ln in (bad.text or "").splitlines() if ln.strip()]
             why = [ln[1:].strip() for ln in text if ln.startswith("E ")]
             where = [ln for ln in text if re.match(r"^\S+:\d+: \w", ln)][-1:]
-            head = ([ln for ln in (bad.get("message") or "").splitlines() if ln.strip()]
-                    or why + where or text)[:lines]
+            message = [ln for ln in (bad.get("message") or "").splitlines() if ln.strip()]
+            head = message[:lines] or why[:lines - 1] + where or text[:lines]
             out.append(f"{bad.tag.upper()}: {case.get('classname')}::{case.get('name')}\n  "
                        + "\n  ".join(ln if len(ln) <= width else ln[:width] + " [...]"
                                       for ln in head))
