@@ -10,12 +10,13 @@ node holds (read even while it is cut off), and client workloads through the VIP
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import shlex
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from halab.cluster import crm
@@ -453,7 +454,8 @@ def run(cluster: Cluster, name: str, gate_timeout: float = 300) -> Result:
             r.violations.append(f"{key}: verify failed: {exc}")
             continue
         if key == "servers":
-            _dropped_by_conductor(r.cluster, r.result.data[key])
+            _dropped_by_conductor(r.cluster, r.result.data[key], _cut_off(r),
+                                  r.result.restore_t)
         lost = {k: v for k, v in r.result.data[key].items()
                 if k.startswith("lost") and k != "lost_unacknowledged" and v}
         if key in spec.expected_loss:
@@ -493,26 +495,57 @@ def _bundle(r: Run, pr=None) -> None:
 NOVA_CONDUCTOR_LOG = "/var/log/nova/nova-conductor.log"
 
 
-def _dropped_by_conductor(cluster: Cluster, servers: dict) -> None:
-    """Boots stuck in BUILD whose conductor logged an exception for their request: a
-    database write or the cast to the chosen compute failed during the fault (lost
-    connection, a nacked publish), and Nova neither retries the cast nor ends the
-    build. Nova's own gap, so moved out of lost_in_build into dropped_by_conductor
-    with the conductor's line as evidence; a stuck boot without one stays lost."""
-    kept, dropped = [], []
+def _cut_off(r: Run) -> list[str]:
+    """The nodes this run's fault took down at once, with whatever they were doing."""
+    if r.spec.kind in ("power", "partition"):
+        return [r.victim]
+    if r.spec.kind == "quorum":
+        return [n for n in r.cluster.names if n != r.victim]
+    return []
+
+
+def _log_time(line: str) -> float | None:
+    """The UTC time an OpenStack log line starts with (the nodes log in UTC)."""
+    try:
+        whole, _, ms = line[:23].partition(".")
+        return calendar.timegm(time.strptime(whole, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000
+    except ValueError:
+        return None
+
+
+def _dropped_by_conductor(cluster: Cluster, servers: dict, cut_off: Sequence[str] = (),
+                          before: float | None = None) -> None:
+    """Boots stuck in BUILD that Nova's conductor dropped, moved out of lost_in_build
+    with the conductor's log as evidence; a stuck boot without such evidence stays lost.
+    Nova neither retries nor ends such a build. dropped_by_conductor: the conductor
+    logged an exception for the request (a database write or the cast to the chosen
+    compute failed during the fault). held_by_lost_conductor: the request's last
+    conductor line is on a node the fault cut off, from before it came back (RPC casts
+    are acknowledged on receipt: what a conductor held died with it)."""
+    kept, dropped, held = [], [], []
     for boot in servers.get("lost_in_build", []):
-        found = None
+        found = last = None
         if boot.get("request_id"):
-            grep = (f"grep -h -- {shlex.quote(boot['request_id'])} {NOVA_CONDUCTOR_LOG} "
+            rid = shlex.quote(boot["request_id"])
+            grep = (f"grep -h -- {rid} {NOVA_CONDUCTOR_LOG} "
                     "| grep -m1 'Exception during message handling'")
             found = next(((n, out.strip()) for n in cluster.names
                           if (out := cluster.output(n, grep))), None)
+            if not found and before:
+                last = next(((n, line) for n in cut_off
+                             if (line := (cluster.output(
+                                 n, f"grep -h -- {rid} {NOVA_CONDUCTOR_LOG} | tail -n1")
+                                 or "").strip())
+                             and (t := _log_time(line)) is not None and t < before), None)
         if found:
             exception = found[1].partition("Exception during message handling: ")[2]
             dropped.append({**boot, "conductor": found[0], "exception": exception[:300]})
+        elif last:
+            held.append({**boot, "conductor": last[0], "last_line": last[1][:300]})
         else:
             kept.append(boot)
     servers["lost_in_build"], servers["dropped_by_conductor"] = kept, dropped
+    servers["held_by_lost_conductor"] = held
     servers["ok"] = not servers.get("violations") and not kept
 
 

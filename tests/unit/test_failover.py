@@ -293,3 +293,35 @@ def test_a_stuck_boot_is_nova_s_gap_only_with_its_conductor_s_exception():
     servers = {"violations": [], "lost_in_build": [{"id": "b", "request_id": "req-b"}]}
     catalogue._dropped_by_conductor(Logs(), servers)
     assert servers["ok"] and servers["lost_in_build"] == []
+
+
+def test_a_stuck_boot_held_by_a_conductor_the_fault_cut_off():
+    """Partition run (rehearsal, 09:09): controller-0's conductor took the build 10 ms
+    before the fault, logged a database reconnect for it and was fenced; nothing else."""
+    held = ("2026-12-07 09:09:20.289 3558 ERROR oslo_db.sqlalchemy.engines [None req-d ...] "
+            "Database connection was found disconnected; reconnecting")
+    later = "2026-12-07 09:10:02.001 3558 INFO nova.conductor [None req-e ...] still here"
+
+    class Logs:
+        names = ["n0", "n1", "n2"]
+
+        def output(self, name, command, timeout=30):
+            if name != "n0" or "tail -n1" not in command:
+                return None  # no conductor logged an exception for any of them
+            return {"req-d": held, "req-e": later}.get(command.split()[3], "") + "\n"
+
+    servers = {"violations": [], "lost_in_build": [
+        {"id": "d", "request_id": "req-d"}, {"id": "e", "request_id": "req-e"},
+        {"id": "f", "request_id": "req-f"}]}
+    back = catalogue._log_time("2026-12-07 09:09:28.993")
+    catalogue._dropped_by_conductor(Logs(), servers, ["n0"], back)
+    (h,) = servers["held_by_lost_conductor"]
+    assert h["id"] == "d" and h["conductor"] == "n0" and "reconnecting" in h["last_line"]
+    # A line after the node came back: that conductor lived on, so the build is lost.
+    assert [b["id"] for b in servers["lost_in_build"]] == ["e", "f"] and not servers["ok"]
+    assert servers["dropped_by_conductor"] == []
+    # Without a node cut off (a graceful stop), nothing is excused.
+    servers = {"violations": [], "lost_in_build": [{"id": "d", "request_id": "req-d"}]}
+    catalogue._dropped_by_conductor(Logs(), servers, [], back)
+    assert [b["id"] for b in servers["lost_in_build"]] == ["d"]
+    assert catalogue._log_time(held) == back - 8.704
