@@ -541,10 +541,10 @@ def write(results: list[Result], directory: str | Path,
 
 
 def junit_failures(path: str | Path, lines: int = 3, width: int = 240) -> str:
-    """The failed and erroring tests of a pytest JUnit XML file, each with why: its
-    message, else the traceback's `E` lines and the place it failed (the lab's conftest
-    scrubs secrets from the report, which leaves no message). CI shows only the tail of
-    the log, so each line is cut at `width`."""
+    """The failed and erroring tests of a pytest JUnit XML file, each with why: the
+    traceback's `E` lines and the place it failed, else its message (the lab's conftest
+    scrubs secrets by replacing the report, whose message is then the whole traceback,
+    fixture values first). CI shows only the tail of the log: lines cut at `width`."""
     import xml.etree.ElementTree as ET
 
     out = []
@@ -554,7 +554,7 @@ def junit_failures(path: str | Path, lines: int = 3, width: int = 240) -> str:
             why = [ln[1:].strip() for ln in text if ln.startswith("E ")]
             where = [ln for ln in text if re.match(r"^\S+:\d+: \w", ln)][-1:]
             message = [ln for ln in (bad.get("message") or "").splitlines() if ln.strip()]
-            head = message[:lines] or why[:lines - 1] + where or text[:lines]
+            head = why[:lines - 1] + where if why else (message or text)[:lines]
             out.append(f"{bad.tag.upper()}: {case.get('classname')}::{case.get('name')}\n  "
                        + "\n  ".join(ln if len(ln) <= width else ln[:width] + " [...]"
                                       for ln in head))

@@ -179,7 +179,8 @@ def test_junit_failures_names_each_failed_test(tmp_path):
         '<failure message="AssertionError: 2 lost">trace line\n\nmore</failure></testcase>'
         '<testcase classname="test_c" name="test_err"><error message="boom"/></testcase>'
         # The lab's conftest scrubs secrets by replacing the report: no message is left.
-        '<testcase classname="test_d" name="test_scrubbed"><failure>lab = &lt;Cluster&gt;\n'
+        '<testcase classname="test_d" name="test_scrubbed">'
+        '<failure message="lab = &lt;Cluster&gt;&#10;scenario = \'x\'">lab = &lt;Cluster&gt;\n'
         "    def test_scrubbed(lab):\n&gt;       assert not v, v\n"
         "E       AssertionError: ['boot 7 stuck in BUILD']\nE       assert not ['boot...']\n"
         "\ntests/infra/test_d.py:76: AssertionError</failure></testcase>"
