@@ -21,7 +21,8 @@ from halab.lab import fenced, nodes, topology
 JOURNAL_LINES = 20000
 SERVICE_LOGS = ("/var/log/keystone/keystone.log", "/var/log/mysql/error.log",
                 "/var/log/rabbitmq/rabbit@*.log", "/var/log/redis/redis-server.log",
-                "/var/log/pcsd/pcsd.log")
+                "/var/log/pcsd/pcsd.log", "/var/log/nova/*.log", "/var/log/placement/*.log",
+                "/var/log/glance/*.log", "/var/log/neutron/*.log")
 SERVICE_LOG_LINES = 3000
 # (file, command) per node; {since} is epoch seconds.
 NODE_COMMANDS = (
@@ -32,7 +33,8 @@ NODE_COMMANDS = (
     ("journal.txt", "journalctl --no-pager -o short-iso-precise --since=@{since} "
                     f"| tail -n {JOURNAL_LINES}"),
     # What the journal lacks: these services write their own files (uwsgi's request
-    # log, the broker's boot steps, Galera's state transfers, what pcsd answered).
+    # log, the broker's boot steps, Galera's state transfers, what pcsd answered, each
+    # Nova request by its id).
     ("service-logs.txt", "for f in " + " ".join(SERVICE_LOGS) + "; do "
                          "[ -f \"$f\" ] && echo \"== $f\" && "
                          f"tail -n {SERVICE_LOG_LINES} \"$f\"; done; true"),
