@@ -3,6 +3,8 @@ health verdict, and the split-brain window of the VIP watch."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from halab.cluster import crm
@@ -325,3 +327,17 @@ def test_a_stuck_boot_held_by_a_conductor_the_fault_cut_off():
     catalogue._dropped_by_conductor(Logs(), servers, [], back)
     assert [b["id"] for b in servers["lost_in_build"]] == ["d"]
     assert catalogue._log_time(held) == back - 8.704
+
+
+def test_the_nodes_a_fault_cuts_off_are_its_abrupt_victims():
+    names = ["n0", "n1", "n2"]
+
+    def cut(name: str, victim: str) -> list[str]:
+        run = SimpleNamespace(spec=catalogue.CATALOGUE[name], victim=victim,
+                              cluster=SimpleNamespace(names=names))
+        return catalogue._cut_off(run)
+
+    assert cut("power-loss-dc", "n1") == ["n1"]
+    assert cut("partition", "n0") == ["n0"]
+    assert cut("quorum-loss", "n2") == ["n0", "n1"]  # the survivor is the victim
+    assert cut("rolling-restart", "") == cut("maintenance", "n1") == []
