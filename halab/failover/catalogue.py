@@ -526,17 +526,16 @@ def _dropped_by_conductor(cluster: Cluster, servers: dict, cut_off: Sequence[str
     for boot in servers.get("lost_in_build", []):
         found = last = None
         if boot.get("request_id"):
-            rid = shlex.quote(boot["request_id"])
-            grep = (f"grep -h -- {rid} {NOVA_CONDUCTOR_LOG} "
-                    "| grep -m1 'Exception during message handling'")
-            found = next(((n, out.strip()) for n in cluster.names
-                          if (out := cluster.output(n, grep))), None)
+            # Each node's conductor lines for the request, read once for both tests.
+            grep = f"grep -h -- {shlex.quote(boot['request_id'])} {NOVA_CONDUCTOR_LOG}"
+            lines = {n: [ln.strip() for ln in (cluster.output(n, grep) or "").splitlines()
+                         if ln.strip()] for n in cluster.names}
+            found = next(((n, ln) for n, own in lines.items() for ln in own
+                          if "Exception during message handling" in ln), None)
             if not found and before:
-                last = next(((n, line) for n in cut_off
-                             if (line := (cluster.output(
-                                 n, f"grep -h -- {rid} {NOVA_CONDUCTOR_LOG} | tail -n1")
-                                 or "").strip())
-                             and (t := _log_time(line)) is not None and t < before), None)
+                last = next(((n, lines[n][-1]) for n in cut_off if lines.get(n)
+                             and (t := _log_time(lines[n][-1])) is not None and t < before),
+                            None)
         if found:
             exception = found[1].partition("Exception during message handling: ")[2]
             dropped.append({**boot, "conductor": found[0], "exception": exception[:300]})

@@ -308,7 +308,7 @@ def test_a_stuck_boot_held_by_a_conductor_the_fault_cut_off():
         names = ["n0", "n1", "n2"]
 
         def output(self, name, command, timeout=30):
-            if name != "n0" or "tail -n1" not in command:
+            if name != "n0":
                 return None  # no conductor logged an exception for any of them
             return {"req-d": held, "req-e": later}.get(command.split()[3], "") + "\n"
 
