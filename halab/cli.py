@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
             read = junit_failures if args.file.endswith(".xml") else ansible_failures
             text = read(args.file)
-            print(text or "no failures found")
+            print(text or f"{args.file}: no failed {'test' if read is junit_failures else 'task'}")
             return 1 if text else 0
         if args.cmd == "failover":
             return _failover(args)

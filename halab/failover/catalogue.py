@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import re
 import shlex
 import subprocess
 import threading
@@ -493,6 +494,10 @@ def _bundle(r: Run, pr=None) -> None:
 
 
 NOVA_CONDUCTOR_LOG = "/var/log/nova/nova-conductor.log"
+NOVA_API_LOG = "/var/log/nova/nova-api.log"
+# oslo.messaging's AMQP driver at DEBUG (the nova role sets it): nova-api's cast of a
+# boot to the conductors, logged under the request's id.
+_CONDUCTOR_CAST = re.compile(r"CAST unique_id: (\w+) exchange '\w+' topic 'conductor'")
 
 
 def _cut_off(r: Run) -> list[str]:
@@ -513,6 +518,20 @@ def _log_time(line: str) -> float | None:
         return None
 
 
+def _conductor_lines(cluster: Cluster, request_id: str) -> dict[str, list[str]]:
+    """Each node's conductor lines for a request: its own, and the receipt of the cast
+    nova-api sent for it (the AMQP driver logs the cast's unique id at both ends; the
+    conductor logs it before it knows the request)."""
+    casts: set[str] = set()
+    for n in cluster.names:
+        api = cluster.output(n, f"grep -hF -- {shlex.quote(request_id)} {NOVA_API_LOG}")
+        casts.update(_CONDUCTOR_CAST.findall(api or ""))
+    wanted = [request_id, *(f"unique_id: {c}" for c in sorted(casts))]
+    grep = f"grep -hF {' '.join(f'-e {shlex.quote(w)}' for w in wanted)} {NOVA_CONDUCTOR_LOG}"
+    return {n: [ln.strip() for ln in (cluster.output(n, grep) or "").splitlines()
+                if ln.strip()] for n in cluster.names}
+
+
 def _dropped_by_conductor(cluster: Cluster, servers: dict, cut_off: Sequence[str] = (),
                           before: float | None = None) -> None:
     """Boots stuck in BUILD that Nova's conductor dropped, moved out of lost_in_build
@@ -520,22 +539,21 @@ def _dropped_by_conductor(cluster: Cluster, servers: dict, cut_off: Sequence[str
     Nova neither retries nor ends such a build. dropped_by_conductor: the conductor
     logged an exception for the request (a database write or the cast to the chosen
     compute failed during the fault). held_by_lost_conductor: the request's last
-    conductor line is on a node the fault cut off, from before it came back (RPC casts
-    are acknowledged on receipt: what a conductor held died with it)."""
+    conductor line, its receipt included, is on a node the fault cut off, from before
+    it came back (RPC casts are acknowledged on receipt: what a conductor held died
+    with it)."""
     kept, dropped, held = [], [], []
     for boot in servers.get("lost_in_build", []):
         found = last = None
         if boot.get("request_id"):
-            # Each node's conductor lines for the request, read once for both tests.
-            grep = f"grep -h -- {shlex.quote(boot['request_id'])} {NOVA_CONDUCTOR_LOG}"
-            lines = {n: [ln.strip() for ln in (cluster.output(n, grep) or "").splitlines()
-                         if ln.strip()] for n in cluster.names}
+            lines = _conductor_lines(cluster, boot["request_id"])
             found = next(((n, ln) for n, own in lines.items() for ln in own
                           if "Exception during message handling" in ln), None)
-            if not found and before:
-                last = next(((n, lines[n][-1]) for n in cut_off if lines.get(n)
-                             and (t := _log_time(lines[n][-1])) is not None and t < before),
-                            None)
+            ends = sorted(((t, n, own[-1]) for n, own in lines.items()
+                           if own and (t := _log_time(own[-1])) is not None), reverse=True)
+            if not found and before and ends and ends[0][1] in cut_off \
+                    and ends[0][0] < before:
+                last = ends[0][1:]
         if found:
             exception = found[1].partition("Exception during message handling: ")[2]
             dropped.append({**boot, "conductor": found[0], "exception": exception[:300]})

@@ -281,7 +281,8 @@ def test_a_stuck_boot_is_nova_s_gap_only_with_its_conductor_s_exception():
 
         def output(self, name, command, timeout=30):
             self.asked.append(command)
-            return line + "\n" if name == "n1" and "req-b" in command else None
+            conductor = command.endswith(catalogue.NOVA_CONDUCTOR_LOG)
+            return line + "\n" if conductor and name == "n1" and "req-b" in command else None
 
     servers = {"violations": [], "lost_in_build": [
         {"id": "a", "request_id": "req-a"}, {"id": "b", "request_id": "req-b"},
@@ -291,7 +292,8 @@ def test_a_stuck_boot_is_nova_s_gap_only_with_its_conductor_s_exception():
     (dropped,) = servers["dropped_by_conductor"]
     assert dropped["conductor"] == "n1"
     assert dropped["exception"].startswith("oslo_messaging.exceptions.MessageDeliveryFailure")
-    assert all(catalogue.NOVA_CONDUCTOR_LOG in c for c in Logs.asked)
+    assert {c.split()[-1] for c in Logs.asked} == {catalogue.NOVA_API_LOG,
+                                                   catalogue.NOVA_CONDUCTOR_LOG}
     servers = {"violations": [], "lost_in_build": [{"id": "b", "request_id": "req-b"}]}
     catalogue._dropped_by_conductor(Logs(), servers)
     assert servers["ok"] and servers["lost_in_build"] == []
@@ -308,7 +310,7 @@ def test_a_stuck_boot_held_by_a_conductor_the_fault_cut_off():
         names = ["n0", "n1", "n2"]
 
         def output(self, name, command, timeout=30):
-            if name != "n0":
+            if name != "n0" or not command.endswith(catalogue.NOVA_CONDUCTOR_LOG):
                 return None  # no conductor logged an exception for any of them
             return {"req-d": held, "req-e": later}.get(command.split()[3], "") + "\n"
 
@@ -327,6 +329,42 @@ def test_a_stuck_boot_held_by_a_conductor_the_fault_cut_off():
     catalogue._dropped_by_conductor(Logs(), servers, [], back)
     assert [b["id"] for b in servers["lost_in_build"]] == ["d"]
     assert catalogue._log_time(held) == back - 8.704
+
+
+def test_a_stuck_boot_traced_by_its_cast_to_the_conductor_that_took_it():
+    """Power loss: nova-api on n2 cast the boot; n0's conductor received it and lost
+    power before logging anything under the request's id."""
+    api = ("2026-12-07 10:49:45.640 812 DEBUG oslo_messaging._drivers.amqpdriver "
+           "[None req-g 1 2 - - default default] CAST unique_id: 6b1f0c exchange 'nova' "
+           "topic 'conductor' _send /usr/lib/python3/dist-packages/oslo_messaging/...")
+    taken = {"n0": "2026-12-07 10:49:45.655 3301 DEBUG oslo_messaging._drivers.amqpdriver"
+                   " [-] received message with unique_id: 6b1f0c __call__ ...",
+             "n1": "2026-12-07 10:49:45.655 4410 DEBUG oslo_messaging._drivers.amqpdriver"
+                   " [-] received message with unique_id: 6b1f0c __call__ ..."}
+
+    class Logs:
+        names = ["n0", "n1", "n2"]
+
+        def __init__(self, taker):
+            self.taker = taker
+
+        def output(self, name, command, timeout=30):
+            if command.endswith(catalogue.NOVA_API_LOG):
+                return api + "\n" if name == "n2" and "req-g" in command else ""
+            if name == self.taker and "'unique_id: 6b1f0c'" in command:
+                return taken[name] + "\n"
+            return ""
+
+    back = catalogue._log_time("2026-12-07 10:50:30.000")
+    servers = {"violations": [], "lost_in_build": [{"id": "g", "request_id": "req-g"}]}
+    catalogue._dropped_by_conductor(Logs("n0"), servers, ["n0"], back)
+    (h,) = servers["held_by_lost_conductor"]
+    assert h["conductor"] == "n0" and "6b1f0c" in h["last_line"] and servers["ok"]
+    # Taken by a conductor the fault spared: nothing excuses it.
+    servers = {"violations": [], "lost_in_build": [{"id": "g", "request_id": "req-g"}]}
+    catalogue._dropped_by_conductor(Logs("n1"), servers, ["n0"], back)
+    assert [b["id"] for b in servers["lost_in_build"]] == ["g"] and not servers["ok"]
+    assert servers["held_by_lost_conductor"] == []
 
 
 def test_the_nodes_a_fault_cuts_off_are_its_abrupt_victims():
