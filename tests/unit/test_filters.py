@@ -36,6 +36,20 @@ def test_role_locations_and_merge():
     assert len(merged["order"]) == 2
 
 
+def test_stop_orders_reverse_the_start_orders_optionally():
+    orders = [{"first": "galera-master", "first_action": "promote", "then": "api-clone",
+               "symmetrical": False},
+              {"first": "rabbitmq-clone", "then": "api-clone", "symmetrical": False}]
+    stops = ha_cluster.stop_orders(orders, ["haproxy-clone"])
+    assert [(o["first"], o["first_action"], o["then"], o["then_action"]) for o in stops] == [
+        ("api-clone", "stop", "galera-master", "demote"),
+        ("api-clone", "stop", "haproxy-clone", "stop"),
+        ("api-clone", "stop", "rabbitmq-clone", "stop")]
+    assert {(o["kind"], o["symmetrical"]) for o in stops} == {("Optional", False)}
+    with pytest.raises(AnsibleFilterError):
+        ha_cluster.stop_orders([{"first": "a", "then": "b", "then_action": "promote"}])
+
+
 def test_vip_address_by_name():
     assert ha_cluster.vip_address(VIPS, "internal_api") == "198.51.100.50"
     with pytest.raises(AnsibleFilterError, match="no VIP named 'redis'"):

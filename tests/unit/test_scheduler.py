@@ -181,3 +181,53 @@ def test_a_stopping_node_s_vip_leaves_without_waiting_for_its_haproxy(steady, da
                      if f' -> "{vip}_stop_0 {victim}"' in line]
     assert not [a for a in into_vip_stop if "haproxy" in a], into_vip_stop
 
+
+
+def _graph(state: Path, tmp_path: Path, name: str, *args: str) -> str:
+    dot = tmp_path / f"{name}.dot"
+    subprocess.run(["crm_simulate", "--xml-file", str(state), "--simulate",
+                    "--save-dotfile", str(dot), *args],
+                   check=True, capture_output=True, timeout=120)
+    return dot.read_text()
+
+
+def _into(graph: str, action: str) -> list[str]:
+    return [line.split(" -> ")[0].strip().strip('"') for line in graph.splitlines()
+            if f' -> "{action}"' in line]
+
+
+def test_a_stopping_node_s_services_leave_before_its_vip_haproxy_and_galera(
+        steady, data, tmp_path):
+    """Shutdown of the internal VIP's owner (pcs cluster stop): each OpenStack service
+    stops before the VIP and HAProxy it reaches its database through, and before its
+    Galera demotes."""
+    state, placed = steady
+    vip = data.vip_resource("internal_api")
+    victim = placed[vip][0]
+    stopping = tmp_path / "shutdown.xml"
+    shutil.copy(state, stopping)
+    subprocess.run(["crm_attribute", "--node", victim, "--name", "shutdown", "--lifetime",
+                    "reboot", "--update", "1"], check=True, capture_output=True, timeout=60,
+                   env={**os.environ, "CIB_file": str(stopping)})
+    graph = _graph(stopping, tmp_path, "shutdown")
+    services = [(r["id"], r["clone"]["id"]) for r in data[CONTROLLERS[0]]["pacemaker_resources"]
+                if r["id"].startswith("openstack-")]
+    assert services
+    for then in (f"{vip}_stop_0 {victim}", f"haproxy_stop_0 {victim}",
+                 f"galera_demote_0 {victim}"):
+        inputs = _into(graph, then)
+        # A clone's instance stop, or for the VIP (not a clone) the clone's "stopped"
+        missing = [s for s, clone in services
+                   if f"{s}_stop_0 {victim}" not in inputs and f"{clone}_stopped_0" not in inputs]
+        assert not missing, (then, missing)
+
+
+def test_a_survivor_without_quorum_stops_everything(steady, tmp_path):
+    """The stop orders are Optional: the stops the survivor cannot run on the two lost
+    (unfenceable) nodes hold none of its own."""
+    state, placed = steady
+    survivor, *lost = CONTROLLERS
+    after = simulate(state, tmp_path / "noquorum.xml", "--quorum", "false",
+                     *[a for n in lost for a in ("--node-down", n)])
+    still = sorted(k for k, where in after.items() if k != "transition" and survivor in where)
+    assert not still, still

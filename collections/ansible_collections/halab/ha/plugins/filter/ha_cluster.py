@@ -44,6 +44,26 @@ def vip_constraints(vips: list[dict], clone: str = "haproxy-clone") -> dict[str,
     }
 
 
+def stop_orders(orders: list[dict], through: list[str] = ()) -> list[dict]:
+    """The start orders' reverse for stops only, Optional: a service stops before what it
+    needs (`first` of each start order, demoted if it was promoted) and before what it
+    reaches that through (`through`: HAProxy, the VIP), on a node that stops them all
+    (pcs cluster stop, standby). Optional, so a stop that cannot run (a lost node without
+    quorum) holds nothing back; a lone stop of what is needed waits for nothing."""
+    out: list[dict] = []
+    for order in orders:
+        if order.get("then_action", "start") != "start":
+            raise AnsibleFilterError(f"stop_orders: {order} is not a start order")
+        needed = [(order["first"], "demote" if order.get("first_action") == "promote"
+                   else "stop")]
+        for first, action in needed + [(t, "stop") for t in through]:
+            entry = {"first": order["then"], "first_action": "stop", "then": first,
+                     "then_action": action, "kind": "Optional", "symmetrical": False}
+            if entry not in out:
+                out.append(entry)
+    return out
+
+
 def role_locations(resources: dict[str, str]) -> list[dict]:
     """resource -> role: run only on nodes whose <role>-role attribute is true."""
     return [{"resource": rsc, "rule": f"{role}-role eq true", "score": "0",
@@ -204,6 +224,7 @@ class FilterModule:
             "vip_resources": vip_resources,
             "vip_constraints": vip_constraints,
             "role_locations": role_locations,
+            "stop_orders": stop_orders,
             "merge_constraints": merge_constraints,
             "vip_address": vip_address,
             "rabbitmq_password_hash": rabbitmq_password_hash,
