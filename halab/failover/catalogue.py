@@ -495,6 +495,8 @@ def _bundle(r: Run, pr=None) -> None:
 
 NOVA_CONDUCTOR_LOG = "/var/log/nova/nova-conductor.log"
 NOVA_API_LOG = "/var/log/nova/nova-api.log"
+NOVA_LOGS = "/var/log/nova/*.log"
+PLACEMENT_LOGS = "/var/log/placement/*.log"
 # oslo.messaging's AMQP driver at DEBUG (the nova role sets it): nova-api's cast of a
 # boot to the conductors, logged under the request's id.
 _CONDUCTOR_CAST = re.compile(r"CAST unique_id: (\w+) exchange '\w+' topic 'conductor'")
@@ -532,6 +534,21 @@ def _conductor_lines(cluster: Cluster, request_id: str) -> dict[str, list[str]]:
                 if ln.strip()] for n in cluster.names}
 
 
+def _trail(cluster: Cluster, request_id: str, keep: int = 6) -> list[str]:
+    """Where a boot's request ended, across Nova's services and Placement on every node:
+    its warnings and errors and its last line, in time order, the last `keep`."""
+    logs = f"{NOVA_LOGS} {PLACEMENT_LOGS}"
+    found = []
+    for n in cluster.names:
+        out = cluster.output(n, f"grep -HF -- {shlex.quote(request_id)} {logs} 2>/dev/null")
+        lines = [ln.partition(":") for ln in (out or "").splitlines() if ln.strip()]
+        timed = sorted((t, n, f.rsplit("/", 1)[-1], ln.strip()) for f, _, ln in lines
+                       if (t := _log_time(ln.strip())) is not None)
+        found += [x for x in timed if " ERROR " in x[3] or " WARNING " in x[3]]
+        found += timed[-1:]
+    return [f"{n} {log}: {line[:220]}" for _, n, log, line in sorted(set(found))[-keep:]]
+
+
 def _dropped_by_conductor(cluster: Cluster, servers: dict, cut_off: Sequence[str] = (),
                           before: float | None = None) -> None:
     """Boots stuck in BUILD that Nova's conductor dropped, moved out of lost_in_build
@@ -559,8 +576,9 @@ def _dropped_by_conductor(cluster: Cluster, servers: dict, cut_off: Sequence[str
             dropped.append({**boot, "conductor": found[0], "exception": exception[:300]})
         elif last:
             held.append({**boot, "conductor": last[0], "last_line": last[1][:300]})
-        else:
-            kept.append(boot)
+        else:  # what the boot's trail says comes first in the failure's message
+            trail = _trail(cluster, boot["request_id"]) if boot.get("request_id") else []
+            kept.append({"id": boot["id"], "trail": trail, **boot})
     servers["lost_in_build"], servers["dropped_by_conductor"] = kept, dropped
     servers["held_by_lost_conductor"] = held
     servers["ok"] = not servers.get("violations") and not kept

@@ -293,7 +293,8 @@ def test_a_stuck_boot_is_nova_s_gap_only_with_its_conductor_s_exception():
     assert dropped["conductor"] == "n1"
     assert dropped["exception"].startswith("oslo_messaging.exceptions.MessageDeliveryFailure")
     assert {c.split()[-1] for c in Logs.asked} == {catalogue.NOVA_API_LOG,
-                                                   catalogue.NOVA_CONDUCTOR_LOG}
+                                                   catalogue.NOVA_CONDUCTOR_LOG, "2>/dev/null"}
+    assert servers["lost_in_build"][0]["trail"] == []  # no log line names req-a
     servers = {"violations": [], "lost_in_build": [{"id": "b", "request_id": "req-b"}]}
     catalogue._dropped_by_conductor(Logs(), servers)
     assert servers["ok"] and servers["lost_in_build"] == []
@@ -379,3 +380,27 @@ def test_the_nodes_a_fault_cuts_off_are_its_abrupt_victims():
     assert cut("partition", "n0") == ["n0"]
     assert cut("quorum-loss", "n2") == ["n0", "n1"]  # the survivor is the victim
     assert cut("rolling-restart", "") == cut("maintenance", "n1") == []
+
+
+def test_a_lost_boot_carries_its_trail_across_services_and_nodes():
+    """The request's warnings and errors and each node's last line, in time order."""
+    logs = {
+        "n0": "/var/log/nova/nova-conductor.log:2026-12-07 10:00:01.000 1 INFO x [req-z] took\n"
+              "/var/log/nova/nova-conductor.log:2026-12-07 10:00:02.000 1 DEBUG x [req-z] cast\n",
+        "n2": "/var/log/placement/placement-api.log:2026-12-07 10:00:03.000 2 ERROR p [req-z] "
+              "500\n/var/log/nova/nova-compute.log:2026-12-07 10:00:04.000 3 WARNING c "
+              "[req-z] reverted\n/var/log/nova/nova-compute.log:2026-12-07 10:00:05.000 3 "
+              "INFO c [req-z] deleted allocations\n",
+    }
+
+    class Logs:
+        names = ["n0", "n1", "n2"]
+
+        def output(self, name, command, timeout=30):
+            return logs.get(name) if "req-z" in command else None
+
+    trail = catalogue._trail(Logs(), "req-z")
+    assert [t.split()[:2] for t in trail] == [
+        ["n0", "nova-conductor.log:"], ["n2", "placement-api.log:"],
+        ["n2", "nova-compute.log:"], ["n2", "nova-compute.log:"]]
+    assert "500" in trail[1] and trail[-1].endswith("deleted allocations")
