@@ -495,6 +495,7 @@ def _bundle(r: Run, pr=None) -> None:
 
 NOVA_CONDUCTOR_LOG = "/var/log/nova/nova-conductor.log"
 NOVA_API_LOG = "/var/log/nova/nova-api.log"
+NOVA_COMPUTE_LOG = "/var/log/nova/nova-compute.log"
 NOVA_LOGS = "/var/log/nova/*.log"
 PLACEMENT_LOGS = "/var/log/placement/*.log"
 # oslo.messaging's AMQP driver at DEBUG (the nova role sets it): nova-api's cast of a
@@ -558,8 +559,11 @@ def _dropped_by_conductor(cluster: Cluster, servers: dict, cut_off: Sequence[str
     compute failed during the fault). held_by_lost_conductor: the request's last
     conductor line, its receipt included, is on a node the fault cut off, from before
     it came back (RPC casts are acknowledged on receipt: what a conductor held died
-    with it)."""
-    kept, dropped, held = [], [], []
+    with it). dropped_by_compute: the compute's build raised before it could set ERROR
+    and its log says it reverted the task state on failure (a database write through
+    the conductor failed during the fault: the conductor answers it as an expected
+    exception and logs it at DEBUG only)."""
+    kept, dropped, held, by_compute = [], [], [], []
     for boot in servers.get("lost_in_build", []):
         found = last = None
         if boot.get("request_id"):
@@ -576,12 +580,35 @@ def _dropped_by_conductor(cluster: Cluster, servers: dict, cut_off: Sequence[str
             dropped.append({**boot, "conductor": found[0], "exception": exception[:300]})
         elif last:
             held.append({**boot, "conductor": last[0], "last_line": last[1][:300]})
+        elif boot.get("request_id") and (gave_up := _compute_gave_up(cluster, boot)):
+            by_compute.append({**boot, **gave_up})
         else:  # what the boot's trail says comes first in the failure's message
             trail = _trail(cluster, boot["request_id"]) if boot.get("request_id") else []
             kept.append({"id": boot["id"], "trail": trail, **boot})
     servers["lost_in_build"], servers["dropped_by_conductor"] = kept, dropped
     servers["held_by_lost_conductor"] = held
+    servers["dropped_by_compute"] = by_compute
     servers["ok"] = not servers.get("violations") and not kept
+
+
+_REVERTED = ("reverted task state", "Failed to revert task state")
+_EXPECTED = "Expected exception during message handling"
+
+
+def _compute_gave_up(cluster: Cluster, boot: dict) -> dict | None:
+    """The compute's line for the request that says its build raised and the task state
+    was reverted (Nova leaves the server in BUILD then), with the conductor's DEBUG line
+    for the exception the compute got back, if one was logged."""
+    rid = shlex.quote(boot["request_id"])
+    for n in cluster.names:
+        lines = (cluster.output(n, f"grep -hF -- {rid} {NOVA_COMPUTE_LOG}") or "").splitlines()
+        reverted = next((ln.strip() for ln in lines if any(r in ln for r in _REVERTED)), None)
+        if reverted:
+            got = [ln for own in _conductor_lines(cluster, boot["request_id"]).values()
+                   for ln in own if _EXPECTED in ln]
+            return {"compute": n, "last_line": reverted[:300],
+                    "exception": got[0].partition(_EXPECTED)[2][:300] if got else ""}
+    return None
 
 
 def _service(pr, name: str, t0: float, restore_t: float | None) -> dict:

@@ -293,7 +293,8 @@ def test_a_stuck_boot_is_nova_s_gap_only_with_its_conductor_s_exception():
     assert dropped["conductor"] == "n1"
     assert dropped["exception"].startswith("oslo_messaging.exceptions.MessageDeliveryFailure")
     assert {c.split()[-1] for c in Logs.asked} == {catalogue.NOVA_API_LOG,
-                                                   catalogue.NOVA_CONDUCTOR_LOG, "2>/dev/null"}
+                                                   catalogue.NOVA_CONDUCTOR_LOG,
+                                                   catalogue.NOVA_COMPUTE_LOG, "2>/dev/null"}
     assert servers["lost_in_build"][0]["trail"] == []  # no log line names req-a
     servers = {"violations": [], "lost_in_build": [{"id": "b", "request_id": "req-b"}]}
     catalogue._dropped_by_conductor(Logs(), servers)
@@ -404,3 +405,35 @@ def test_a_lost_boot_carries_its_trail_across_services_and_nodes():
         ["n0", "nova-conductor.log:"], ["n2", "placement-api.log:"],
         ["n2", "nova-compute.log:"], ["n2", "nova-compute.log:"]]
     assert "500" in trail[1] and trail[-1].endswith("deleted allocations")
+
+
+def test_a_stuck_boot_whose_compute_reverted_its_task_state():
+    """The compute's first save of the build failed in the database during the fault:
+    the conductor answered an expected exception (DEBUG), the compute reverted the task
+    state and left the server in BUILD with no host."""
+    reverted = ("2026-12-07 18:08:20.100 77 INFO nova.compute.manager [None req-g ...] "
+                "[instance: g] Successfully reverted task state from None on failure for "
+                "instance.")
+    expected = ("2026-12-07 18:08:20.090 66 DEBUG oslo_messaging.rpc.server [None req-g ...] "
+                "Expected exception during message handling (DBConnectionError: Lost "
+                "connection to MySQL server during query)")
+
+    class Logs:
+        names = ["n0", "n1", "n2"]
+
+        def output(self, name, command, timeout=30):
+            if "req-g" not in command:
+                return None
+            if name == "n2" and command.endswith(catalogue.NOVA_COMPUTE_LOG):
+                return reverted + "\n"
+            if name == "n1" and command.endswith(catalogue.NOVA_CONDUCTOR_LOG):
+                return expected + "\n"
+            return None
+
+    servers = {"violations": [], "lost_in_build": [
+        {"id": "g", "request_id": "req-g"}, {"id": "h", "request_id": "req-h"}]}
+    catalogue._dropped_by_conductor(Logs(), servers)
+    (g,) = servers["dropped_by_compute"]
+    assert g["compute"] == "n2" and "reverted task state" in g["last_line"]
+    assert "DBConnectionError" in g["exception"]
+    assert [b["id"] for b in servers["lost_in_build"]] == ["h"] and not servers["ok"]
