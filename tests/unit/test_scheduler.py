@@ -161,39 +161,35 @@ def test_every_controller_has_a_fence_device_that_never_runs_on_itself(steady, d
     assert hv["pacemaker_properties"]["stonith-enabled"] == "true"
 
 
+def graph_after(state: Path, tmp_path: Path, node: str, attribute: list[str]) -> str:
+    """The transition graph (dot) once `node` gets a node attribute (crm_attribute
+    arguments after --node), on a copy of `state`."""
+    changed = tmp_path / f"{attribute[1]}.xml"
+    shutil.copy(state, changed)
+    subprocess.run(["crm_attribute", "--node", node, *attribute], check=True,
+                   capture_output=True, timeout=60, env={**os.environ, "CIB_file": str(changed)})
+    dot = tmp_path / f"{attribute[1]}.dot"
+    subprocess.run(["crm_simulate", "--xml-file", str(changed), "--simulate",
+                    "--save-dotfile", str(dot)], check=True, capture_output=True, timeout=120)
+    return dot.read_text()
+
+
+def inputs_of(graph: str, action: str) -> list[str]:
+    """The actions the graph orders before `action`."""
+    return [line.split(" -> ")[0].strip().strip('"') for line in graph.splitlines()
+            if f' -> "{action}"' in line]
+
+
 def test_a_stopping_node_s_vip_leaves_without_waiting_for_its_haproxy(steady, data, tmp_path):
     """Standby of the public VIP's owner: in the transition graph nothing leads from
     the HAProxy clone's stop to the VIP's stop (the VIP order applies to starts only)."""
     state, placed = steady
     vip = vip_ids(data)[0]
     victim = placed[vip][0]
-    standby = tmp_path / "standby.xml"
-    shutil.copy(state, standby)
-    subprocess.run(["crm_attribute", "--node", victim, "--name", "standby", "--update", "on"],
-                   check=True, capture_output=True, timeout=60,
-                   env={**os.environ, "CIB_file": str(standby)})
-    dot = tmp_path / "standby.dot"
-    subprocess.run(["crm_simulate", "--xml-file", str(standby), "--simulate",
-                    "--save-dotfile", str(dot)], check=True, capture_output=True, timeout=120)
-    graph = dot.read_text()
+    graph = graph_after(state, tmp_path, victim, ["--name", "standby", "--update", "on"])
     assert f'"{vip}_stop_0 {victim}"' in graph and f'"haproxy_stop_0 {victim}"' in graph
-    into_vip_stop = [line.split(" -> ")[0] for line in graph.splitlines()
-                     if f' -> "{vip}_stop_0 {victim}"' in line]
+    into_vip_stop = inputs_of(graph, f"{vip}_stop_0 {victim}")
     assert not [a for a in into_vip_stop if "haproxy" in a], into_vip_stop
-
-
-
-def _graph(state: Path, tmp_path: Path, name: str, *args: str) -> str:
-    dot = tmp_path / f"{name}.dot"
-    subprocess.run(["crm_simulate", "--xml-file", str(state), "--simulate",
-                    "--save-dotfile", str(dot), *args],
-                   check=True, capture_output=True, timeout=120)
-    return dot.read_text()
-
-
-def _into(graph: str, action: str) -> list[str]:
-    return [line.split(" -> ")[0].strip().strip('"') for line in graph.splitlines()
-            if f' -> "{action}"' in line]
 
 
 def test_a_stopping_node_s_services_leave_before_its_vip_haproxy_and_galera(
@@ -204,18 +200,14 @@ def test_a_stopping_node_s_services_leave_before_its_vip_haproxy_and_galera(
     state, placed = steady
     vip = data.vip_resource("internal_api")
     victim = placed[vip][0]
-    stopping = tmp_path / "shutdown.xml"
-    shutil.copy(state, stopping)
-    subprocess.run(["crm_attribute", "--node", victim, "--name", "shutdown", "--lifetime",
-                    "reboot", "--update", "1"], check=True, capture_output=True, timeout=60,
-                   env={**os.environ, "CIB_file": str(stopping)})
-    graph = _graph(stopping, tmp_path, "shutdown")
+    graph = graph_after(state, tmp_path, victim,
+                        ["--name", "shutdown", "--lifetime", "reboot", "--update", "1"])
     services = [(r["id"], r["clone"]["id"]) for r in data[CONTROLLERS[0]]["pacemaker_resources"]
                 if r["id"].startswith("openstack-")]
     assert services
     for then in (f"{vip}_stop_0 {victim}", f"haproxy_stop_0 {victim}",
                  f"galera_demote_0 {victim}"):
-        inputs = _into(graph, then)
+        inputs = inputs_of(graph, then)
         # A clone's instance stop, or for the VIP (not a clone) the clone's "stopped"
         missing = [s for s, clone in services
                    if f"{s}_stop_0 {victim}" not in inputs and f"{clone}_stopped_0" not in inputs]
