@@ -535,19 +535,28 @@ def _conductor_lines(cluster: Cluster, request_id: str) -> dict[str, list[str]]:
                 if ln.strip()] for n in cluster.names}
 
 
-def _trail(cluster: Cluster, request_id: str, keep: int = 6) -> list[str]:
-    """Where a boot's request ended, across Nova's services and Placement on every node:
-    its warnings and errors and its last line, in time order, the last `keep`."""
+def _request_lines(cluster: Cluster, request_id: str) -> dict[str, list[tuple[float, str, str]]]:
+    """Each node's lines naming the request in Nova's and Placement's logs, as (time, log
+    file name, line), in time order."""
     logs = f"{NOVA_LOGS} {PLACEMENT_LOGS}"
-    found = []
+    found = {}
     for n in cluster.names:
         out = cluster.output(n, f"grep -HF -- {shlex.quote(request_id)} {logs} 2>/dev/null")
         lines = [ln.partition(":") for ln in (out or "").splitlines() if ln.strip()]
-        timed = sorted((t, n, f.rsplit("/", 1)[-1], ln.strip()) for f, _, ln in lines
-                       if (t := _log_time(ln.strip())) is not None)
-        found += [x for x in timed if " ERROR " in x[3] or " WARNING " in x[3]]
-        found += timed[-1:]
-    return [f"{n} {log}: {line[:220]}" for _, n, log, line in sorted(set(found))[-keep:]]
+        found[n] = sorted((t, f.rsplit("/", 1)[-1], ln.strip()) for f, _, ln in lines
+                          if (t := _log_time(ln.strip())) is not None)
+    return found
+
+
+def _trail(lines: dict[str, list[tuple[float, str, str]]], keep: int = 6) -> list[str]:
+    """Where a boot's request ended, across Nova's services and Placement on every node:
+    its warnings and errors and each node's last line, in time order, the last `keep`."""
+    found = set()
+    for n, timed in lines.items():
+        found.update((t, n, log, ln) for t, log, ln in timed
+                     if " ERROR " in ln or " WARNING " in ln)
+        found.update((t, n, log, ln) for t, log, ln in timed[-1:])
+    return [f"{n} {log}: {line[:220]}" for _, n, log, line in sorted(found)[-keep:]]
 
 
 def _dropped_by_conductor(cluster: Cluster, servers: dict, cut_off: Sequence[str] = (),
@@ -580,11 +589,13 @@ def _dropped_by_conductor(cluster: Cluster, servers: dict, cut_off: Sequence[str
             dropped.append({**boot, "conductor": found[0], "exception": exception[:300]})
         elif last:
             held.append({**boot, "conductor": last[0], "last_line": last[1][:300]})
-        elif boot.get("request_id") and (gave_up := _compute_gave_up(cluster, boot)):
-            by_compute.append({**boot, **gave_up})
-        else:  # what the boot's trail says comes first in the failure's message
-            trail = _trail(cluster, boot["request_id"]) if boot.get("request_id") else []
-            kept.append({"id": boot["id"], "trail": trail, **boot})
+        else:
+            rid = boot.get("request_id")
+            lines = _request_lines(cluster, rid) if rid else {}
+            if gave_up := _compute_gave_up(lines):
+                by_compute.append({**boot, **gave_up})
+            else:  # what the boot's trail says comes first in the failure's message
+                kept.append({"id": boot["id"], "trail": _trail(lines), **boot})
     servers["lost_in_build"], servers["dropped_by_conductor"] = kept, dropped
     servers["held_by_lost_conductor"] = held
     servers["dropped_by_compute"] = by_compute
@@ -595,17 +606,18 @@ _REVERTED = ("reverted task state", "Failed to revert task state")
 _EXPECTED = "Expected exception during message handling"
 
 
-def _compute_gave_up(cluster: Cluster, boot: dict) -> dict | None:
+def _compute_gave_up(lines: dict[str, list[tuple[float, str, str]]]) -> dict | None:
     """The compute's line for the request that says its build raised and the task state
     was reverted (Nova leaves the server in BUILD then), with the conductor's DEBUG line
     for the exception the compute got back, if one was logged."""
-    rid = shlex.quote(boot["request_id"])
-    for n in cluster.names:
-        lines = (cluster.output(n, f"grep -hF -- {rid} {NOVA_COMPUTE_LOG}") or "").splitlines()
-        reverted = next((ln.strip() for ln in lines if any(r in ln for r in _REVERTED)), None)
+    compute = NOVA_COMPUTE_LOG.rsplit("/", 1)[-1]
+    conductor = NOVA_CONDUCTOR_LOG.rsplit("/", 1)[-1]
+    for n, timed in lines.items():
+        reverted = next((ln for _, log, ln in timed
+                         if log == compute and any(r in ln for r in _REVERTED)), None)
         if reverted:
-            got = [ln for own in _conductor_lines(cluster, boot["request_id"]).values()
-                   for ln in own if _EXPECTED in ln]
+            got = [ln for own in lines.values() for _, log, ln in own
+                   if log == conductor and _EXPECTED in ln]
             return {"compute": n, "last_line": reverted[:300],
                     "exception": got[0].partition(_EXPECTED)[2][:300] if got else ""}
     return None

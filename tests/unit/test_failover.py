@@ -293,8 +293,7 @@ def test_a_stuck_boot_is_nova_s_gap_only_with_its_conductor_s_exception():
     assert dropped["conductor"] == "n1"
     assert dropped["exception"].startswith("oslo_messaging.exceptions.MessageDeliveryFailure")
     assert {c.split()[-1] for c in Logs.asked} == {catalogue.NOVA_API_LOG,
-                                                   catalogue.NOVA_CONDUCTOR_LOG,
-                                                   catalogue.NOVA_COMPUTE_LOG, "2>/dev/null"}
+                                                   catalogue.NOVA_CONDUCTOR_LOG, "2>/dev/null"}
     assert servers["lost_in_build"][0]["trail"] == []  # no log line names req-a
     servers = {"violations": [], "lost_in_build": [{"id": "b", "request_id": "req-b"}]}
     catalogue._dropped_by_conductor(Logs(), servers)
@@ -400,7 +399,7 @@ def test_a_lost_boot_carries_its_trail_across_services_and_nodes():
         def output(self, name, command, timeout=30):
             return logs.get(name) if "req-z" in command else None
 
-    trail = catalogue._trail(Logs(), "req-z")
+    trail = catalogue._trail(catalogue._request_lines(Logs(), "req-z"))
     assert [t.split()[:2] for t in trail] == [
         ["n0", "nova-conductor.log:"], ["n2", "placement-api.log:"],
         ["n2", "nova-compute.log:"], ["n2", "nova-compute.log:"]]
@@ -422,13 +421,10 @@ def test_a_stuck_boot_whose_compute_reverted_its_task_state():
         names = ["n0", "n1", "n2"]
 
         def output(self, name, command, timeout=30):
-            if "req-g" not in command:
-                return None
-            if name == "n2" and command.endswith(catalogue.NOVA_COMPUTE_LOG):
-                return reverted + "\n"
-            if name == "n1" and command.endswith(catalogue.NOVA_CONDUCTOR_LOG):
-                return expected + "\n"
-            return None
+            if "req-g" not in command or not command.endswith("2>/dev/null"):
+                return None  # no conductor logged an exception for either
+            return {"n2": f"{catalogue.NOVA_COMPUTE_LOG}:{reverted}\n",
+                    "n1": f"{catalogue.NOVA_CONDUCTOR_LOG}:{expected}\n"}.get(name)
 
     servers = {"violations": [], "lost_in_build": [
         {"id": "g", "request_id": "req-g"}, {"id": "h", "request_id": "req-h"}]}
