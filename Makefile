@@ -18,7 +18,7 @@ HOST_PACKAGES := systemd-container mmdebstrap dpkg-dev iproute2 util-linux opens
 
 .PHONY: lab test host-deps lint unit molecule verify down status clean failover-report
 
-lab: host-deps ## boot the lab and converge the cluster (~9 min with the image cached)
+lab: host-deps ## boot the lab and converge the cluster (~11 min with the image cached)
 	halab up
 	halab argv-watch --out reports/argv-lab.json -- ansible-playbook playbooks/site.yml
 	halab ssh overcloud-controller-0 pcs status
